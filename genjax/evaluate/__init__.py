@@ -1,0 +1,1 @@
+"""Likelihood estimators, sample-quality metrics and plots for trained models."""

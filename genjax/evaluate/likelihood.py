@@ -1,0 +1,76 @@
+"""Likelihood estimators shared by the families, and the `eval.json` NLL summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax.objectives import bits_per_dim, iwae_bound
+
+
+def chunked_iwae_log_likelihood(
+    log_weights_fn: Callable[[jax.Array, int], jax.Array],
+    keys: jax.Array,
+    num_samples: int,
+    chunk_size: int,
+) -> tuple[jax.Array, jax.Array]:
+    """The k-sample importance-weighted estimate of log p(x), in bounded memory.
+
+    Burda et al. (2016) evaluate log p(x) with the k = 5000 IWAE bound; holding all 5000
+    samples of a batch at once would not fit, so the samples are drawn `chunk_size` at a time
+    with `jax.lax.map` and combined with one logsumexp.
+
+    Args:
+      log_weights_fn: `(keys (B,), num) -> log_w (num, B)`, the log importance weights of
+        `num` fresh samples per example.
+      keys: (B,) one typed key per example; chunk c uses `fold_in(key, c)`.
+      num_samples: k, a multiple of `chunk_size`.
+      chunk_size: samples per chunk.
+
+    Returns:
+      (log_likelihood (B,), elbo (B,)): the IWAE-k estimate and the mean log weight.
+    """
+    if num_samples % chunk_size:
+        raise ValueError(f"num_samples={num_samples} must be a multiple of chunk_size={chunk_size}")
+    num_chunks = num_samples // chunk_size
+
+    def one_chunk(chunk_index):
+        chunk_keys = jax.vmap(lambda key: jax.random.fold_in(key, chunk_index))(keys)
+        return log_weights_fn(chunk_keys, chunk_size)  # (chunk, B)
+
+    log_w = jax.lax.map(one_chunk, jnp.arange(num_chunks))  # (chunks, chunk, B)
+    log_w = log_w.reshape(num_samples, -1)  # (K, B)
+    return iwae_bound(log_w, axis=0), jnp.mean(log_w, axis=0)
+
+
+def summarize_log_likelihood(
+    log_likelihood: np.ndarray, num_dims: int, estimator: str, split: str = "test"
+) -> dict:
+    """Per-example log p(x) estimates -> the NLL fields of `eval.json`.
+
+    Returns `{split}_nll_nats` (mean negative log-likelihood), `{split}_nll_stderr` (its
+    standard error over examples), `{split}_bits_per_dim`, `nll_estimator` and the count.
+    """
+    log_likelihood = np.asarray(log_likelihood, np.float64)
+    num = len(log_likelihood)
+    nll = float(-np.mean(log_likelihood))
+    stderr = float(np.std(log_likelihood, ddof=1) / np.sqrt(num)) if num > 1 else float("nan")
+    return {
+        f"{split}_nll_nats": nll,
+        f"{split}_nll_stderr": stderr,
+        f"{split}_bits_per_dim": float(bits_per_dim(nll, num_dims)),
+        "nll_estimator": estimator,
+        f"num_{split}_examples": num,
+    }
+
+
+def active_units(posterior_means: np.ndarray, threshold: float = 1e-2) -> int:
+    """Burda et al. (2016) active units: A_u = Cov_x(E_q[z_u | x]) > threshold.
+
+    Args:
+      posterior_means: (N, U), E_q[z | x_n] for every test example.
+    """
+    return int(np.sum(np.var(np.asarray(posterior_means, np.float64), axis=0) > threshold))

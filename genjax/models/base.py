@@ -1,0 +1,118 @@
+"""The method protocol every model family implements, and the shared gradient step.
+
+The trainer (`genjax.train.loop`) knows models only through this interface:
+
+    model = Family(config, spec)                    # spec: genjax.data.DataSpec
+    params, extras = model.init(key, example_x)    # example_x: (B, *example_shape)
+    state, metrics = model.train_step(state, batch)           # per-device, pmean inside
+    outputs = model.eval_step(state, batch, keys, final)      # per-device, (B, ...) each
+    summary = model.summarize(outputs, final)                 # host: NumPy -> JSON-able dict
+    samples = model.sample(state, key, num)                   # (num, *example_shape)
+
+Per-device functions run inside `jax.shard_map` over the mesh axis 'data' (see
+`genjax.train.parallel`); they see their slice of the batch and reduce with
+`jax.lax.pmean(.., 'data')`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from genjax.train import optim
+from genjax.train.parallel import DATA_AXIS, example_keys
+from genjax.train.state import TrainState
+
+
+class Model(abc.ABC):
+    """A model family as the trainer sees it.
+
+    Class attributes:
+      main_metric: the metric shown on the progress bar.
+      likelihood_model: True when `summarize(final=True)` reports a test NLL.
+    """
+
+    main_metric: str = "train/loss"
+    likelihood_model: bool = True
+
+    def __init__(self, config, spec):
+        self.config = config
+        self.spec = spec
+        self.tx = self.make_optimizer()
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        """Raises `ValueError` naming the field and allowed values for a bad family config."""
+
+    def make_optimizer(self) -> optax.GradientTransformation:
+        """The optimizer for `params`; families with several optimizers override this."""
+        return optim.make_optimizer(self.config)
+
+    @abc.abstractmethod
+    def init(self, key: jax.Array, example_x: jax.Array) -> tuple[Any, dict]:
+        """Returns (params, extras) for a new run."""
+
+    def create_state(self, key: jax.Array, example_x: jax.Array) -> TrainState:
+        """A step-0 `TrainState` for this model; the base key is stored in it."""
+        init_key, run_key = jax.random.split(key)
+        params, extras = self.init(init_key, example_x)
+        return TrainState.create(params, self.tx, run_key, extras)
+
+    @abc.abstractmethod
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        """One update, per-device; metrics are scalars averaged over devices."""
+
+    @abc.abstractmethod
+    def eval_step(self, state: TrainState, batch: dict, keys: jax.Array, final: bool) -> dict:
+        """Per-example evaluation outputs, each of shape (B, ...); `keys` (B,) one per example.
+
+        `final=False` is the cheap monitoring evaluation run every `config.eval_every` steps;
+        `final=True` is the full protocol behind `eval.json`.
+        """
+
+    @abc.abstractmethod
+    def summarize(self, outputs: dict[str, np.ndarray], final: bool) -> dict:
+        """Host-side: per-example outputs over the whole test split -> scalar metrics."""
+
+    @abc.abstractmethod
+    def sample(self, state: TrainState, key: jax.Array, num: int) -> jax.Array:
+        """`num` samples in data space, shape (num, *example_shape)."""
+
+
+class GradientModel(Model):
+    """A family trained by descending one differentiable loss with one optimizer.
+
+    Subclasses implement `loss`; `train_step` differentiates it, averages gradients and
+    metrics over devices, and applies the optimizer.
+    """
+
+    main_metric = "train/loss"
+
+    @abc.abstractmethod
+    def loss(
+        self, params, extras: dict, batch: dict, keys: jax.Array
+    ) -> tuple[jax.Array, tuple[dict, dict]]:
+        """Mean loss over this device's examples -> (loss, (metrics, new_extras)).
+
+        `keys` (B,) holds one typed key per example (see `parallel.example_keys`).
+        """
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        local_batch_size = batch["x"].shape[0]
+        step_key = jax.random.fold_in(state.key, state.step)
+        keys = example_keys(step_key, 0, local_batch_size)
+        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+        (loss, (metrics, extras)), grads = grad_fn(state.params, state.extras, batch, keys)
+        grads = jax.lax.pmean(grads, DATA_AXIS)
+        metrics = jax.lax.pmean({"train/loss": loss, **metrics}, DATA_AXIS)
+        metrics["train/grad_norm"] = optax.global_norm(grads)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, extras=extras
+        )
+        return new_state, metrics

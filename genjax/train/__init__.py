@@ -1,0 +1,27 @@
+"""The training system: state, data-parallel steps, loop, checkpoints and logs."""
+
+from genjax.train.checkpoint import load_state
+from genjax.train.config import ConfigError, base_config, validate
+from genjax.train.loop import (
+    Experiment,
+    TrainingDivergedError,
+    final_evaluation,
+    restore_state,
+    train,
+    train_and_evaluate,
+)
+from genjax.train.state import TrainState
+
+__all__ = [
+    "ConfigError",
+    "Experiment",
+    "TrainState",
+    "TrainingDivergedError",
+    "base_config",
+    "final_evaluation",
+    "load_state",
+    "restore_state",
+    "train",
+    "train_and_evaluate",
+    "validate",
+]

@@ -1,0 +1,166 @@
+"""Fields every config shares, and the checks that run before anything touches disk."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+
+from genjax import models
+from genjax.data import builders, pipeline
+from genjax.train import optim
+
+CONFIG_FILE = "config.json"
+
+# Fields that must be positive integers.
+_POSITIVE_FIELDS = (
+    "batch_size",
+    "eval_batch_size",
+    "num_steps",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "num_samples",
+)
+# Fields that must be non-negative integers (0 disables the periodic work).
+_NON_NEGATIVE_FIELDS = ("eval_every", "sample_every", "warmup_steps")
+
+
+class ConfigError(ValueError):
+    """An invalid config, found before any training or any write to disk."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Training-system defaults; model configs start from this and override.
+
+    `model_config` holds the family's own (architecture, objective) fields: two runs may share
+    a workdir only if `model` and `model_config` are equal.
+    """
+    config = ml_collections.ConfigDict()
+    config.model = ""
+    config.model_config = ml_collections.ConfigDict()
+    config.dataset = "mnist5k"
+    config.data_dir = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.preprocess = ml_collections.ConfigDict(
+        dict(binarize="none", dequantize=False, scale="unit", logit_alpha=0.0)
+    )
+    config.seed = 0
+    config.batch_size = 100  # global, split across devices and processes
+    config.eval_batch_size = 100
+    config.num_steps = 1000
+    config.optimizer = "adam"
+    config.learning_rate = 1e-3
+    config.lr_schedule = "constant"
+    config.lr_decay_rate = 0.1
+    config.warmup_steps = 0
+    config.adam_b1 = 0.9
+    config.adam_b2 = 0.999
+    config.adam_eps = 1e-8
+    config.weight_decay = 0.0
+    config.momentum = 0.9
+    config.grad_clip_norm = 0.0  # 0 disables clipping
+    config.log_every = 100
+    config.eval_every = 1000
+    config.checkpoint_every = 1000
+    config.keep_checkpoints = 2
+    config.sample_every = 0
+    config.num_samples = 64
+    config.progress_bar = True
+    return config
+
+
+def _fail(message: str) -> None:
+    raise ConfigError(message)
+
+
+def _check_fields(config) -> None:
+    for field in _POSITIVE_FIELDS:
+        value = config[field]
+        if not isinstance(value, int) or value <= 0:
+            _fail(f"config.{field}={value!r} must be a positive integer.")
+    for field in _NON_NEGATIVE_FIELDS:
+        value = config[field]
+        if not isinstance(value, int) or value < 0:
+            _fail(f"config.{field}={value!r} must be a non-negative integer (0 disables it).")
+    if not config.learning_rate > 0:
+        _fail(f"config.learning_rate={config.learning_rate!r} must be positive.")
+    if config.optimizer not in optim.OPTIMIZERS:
+        _fail(f"config.optimizer={config.optimizer!r}; allowed: {optim.OPTIMIZERS}")
+    if config.lr_schedule not in optim.SCHEDULES:
+        _fail(f"config.lr_schedule={config.lr_schedule!r}; allowed: {optim.SCHEDULES}")
+
+
+def _check_dataset(config) -> None:
+    name = config.dataset
+    if builders.is_offline_name(name):
+        return
+    if name.startswith("toy2d"):
+        _fail(
+            f"config.dataset={name!r}; toy2d names: "
+            f"{[n for n in builders.OFFLINE_NAMES if n.startswith('toy2d')]}"
+        )
+    import tensorflow_datasets as tfds
+
+    if name.split("/")[0].split(":")[0] not in tfds.list_builders():
+        _fail(
+            f"config.dataset={name!r} is unknown; allowed: the offline datasets "
+            f"{builders.OFFLINE_NAMES} or a TFDS catalog name (tfds.list_builders())."
+        )
+
+
+def _check_devices(config, device_count: int, process_count: int) -> None:
+    for field in ("batch_size", "eval_batch_size"):
+        value = config[field]
+        if value % device_count or value % process_count:
+            _fail(
+                f"config.{field}={value} must be divisible by the device count "
+                f"({device_count}) and the process count ({process_count})."
+            )
+
+
+def _check_workdir(config, workdir: str) -> None:
+    """A workdir may only be resumed by the same model with the same model_config."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    for field in ("model", "model_config"):
+        current = json.loads(config[field].to_json()) if field == "model_config" else config[field]
+        if saved.get(field) != current:
+            _fail(
+                f"--workdir={workdir!r} holds a run with config.{field}={saved.get(field)!r}, "
+                f"but this config has config.{field}={current!r}. Use a new --workdir "
+                "(or the saved run's config) to avoid mixing checkpoints."
+            )
+
+
+def validate(config, workdir: str | None = None, device_count=None, process_count=None) -> None:
+    """Every check that can fail before training; raises ConfigError naming field and values.
+
+    Reads, never writes: an invalid config leaves the disk as it was.
+    """
+    import jax
+
+    device_count = jax.device_count() if device_count is None else device_count
+    process_count = jax.process_count() if process_count is None else process_count
+    if config.model not in models.names():
+        _fail(f"config.model={config.model!r} is not a registered model; allowed: {models.names()}")
+    _check_fields(config)
+    _check_dataset(config)
+    try:
+        pipeline.check_preprocess_options(config.preprocess)
+        models.get(config.model).validate_config(config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    _check_devices(config, device_count, process_count)
+    if workdir is not None:
+        _check_workdir(config, workdir)
+
+
+def save_config(config, workdir: str) -> None:
+    """Writes `workdir/config.json` (atomically)."""
+    from genjax.train.metrics import write_json_atomic
+
+    write_json_atomic(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))

@@ -1,0 +1,262 @@
+"""The training loop: any registered family, any dataset, 1 to N devices, resumable.
+
+    train_and_evaluate(config, workdir)  # validate, train (resuming), evaluate, write eval.json
+
+Everything a run writes lives in `workdir`: `config.json`, `checkpoints/`, `metrics.jsonl`,
+`tensorboard/`, `samples/*.png`, `loss_curves.png` and `eval.json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from tqdm.auto import tqdm
+
+from genjax import models
+from genjax.data import load_dataset
+from genjax.evaluate import plots
+from genjax.train import config as config_lib
+from genjax.train import parallel
+from genjax.train.checkpoint import Checkpointer
+from genjax.train.metrics import MetricWriter, write_json_atomic
+
+EVAL_FILE = "eval.json"
+# fold_in value of the evaluation key stream; train steps fold in their step (< 2**31 - 1).
+_EVAL_STREAM = 2**31 - 1
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A training metric became NaN or infinite; nothing after it was checkpointed."""
+
+
+class Experiment:
+    """One config's dataset, model, mesh and compiled per-device programs."""
+
+    def __init__(self, config):
+        self.config = config
+        self.dataset = load_dataset(config)
+        self.spec = self.dataset.spec
+        self.model = models.build(config, self.spec)
+        self.mesh = parallel.make_mesh()
+        self.train_step = parallel.data_parallel(
+            self.model.train_step, self.mesh, donate_state=True
+        )
+        self._eval_steps = {
+            final: parallel.data_parallel(
+                functools.partial(self._eval_step, final=final),
+                self.mesh,
+                num_replicated=2,
+                sharded_out=True,
+            )
+            for final in (False, True)
+        }
+        self._sample = jax.jit(self.model.sample, static_argnums=2)
+
+    def init_state(self):
+        """A new step-0 state, replicated over the mesh."""
+        example_x = np.zeros((1, *self.spec.example_shape), np.float32)
+        state = jax.jit(self.model.create_state)(jax.random.key(self.config.seed), example_x)
+        return parallel.replicate(state, self.mesh)
+
+    def _eval_step(self, state, key, batch, final):
+        keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(batch["index"])
+        return self.model.eval_step(state, batch, keys, final)
+
+    def evaluate(self, state, final: bool, split: str = "test") -> dict:
+        """Runs the model's evaluation over one whole split; returns its summary.
+
+        Per-example outputs are computed data-parallel, gathered, stripped of padding and
+        handed to `model.summarize`. The key depends only on the run's base key, so two
+        evaluations of one state agree exactly.
+        """
+        key = jax.random.fold_in(state.key, _EVAL_STREAM)
+        step_fn = self._eval_steps[final]
+        chunks = []
+        batches = self.dataset.eval_batches(split, self.config.eval_batch_size)
+        for batch in batches:
+            outputs = parallel.gather(step_fn(state, key, parallel.shard_batch(batch, self.mesh)))
+            mask = parallel.gather(parallel.shard_batch({"mask": batch["mask"]}, self.mesh))
+            keep = mask["mask"] > 0
+            chunks.append({name: np.asarray(value)[keep] for name, value in outputs.items()})
+        outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+        return self.model.summarize(outputs, final)
+
+    def sample(self, state, num: int | None = None) -> np.ndarray:
+        """Samples from the model, mapped back to the data's unit-interval space."""
+        num = num or self.config.num_samples
+        key = jax.random.fold_in(jax.random.fold_in(state.key, _EVAL_STREAM), 1)
+        samples = np.asarray(self._sample(state, key, num))
+        return self.dataset.preprocessor.to_unit(samples)
+
+    def save_samples(self, state, path: str) -> None:
+        """A sample grid (images) or a scatter against test points (2-D data) as PNG."""
+        samples = self.sample(state)
+        if self.spec.is_image:
+            plots.save_image_grid(samples, path)
+        else:
+            reference = self.dataset.preprocessor.to_unit(
+                next(self.dataset.eval_batches("test", 1000))["x"]
+            )
+            plots.save_scatter_2d(samples, path, reference=reference, title="samples vs test")
+
+
+def _is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+class _MetricBuffer:
+    """Per-step device metrics, fetched in blocks so the host does not sync every step."""
+
+    def __init__(self):
+        self.pending: list[tuple[int, dict]] = []
+        self.last_time = time.perf_counter()
+
+    def add(self, step: int, metrics: dict) -> None:
+        self.pending.append((step, metrics))
+
+    def flush(self) -> dict | None:
+        """Checks every pending step for finiteness; returns the block's mean metrics.
+
+        Raises TrainingDivergedError naming the first bad step and metric.
+        """
+        if not self.pending:
+            return None
+        fetched = jax.device_get(self.pending)
+        for step, metrics in fetched:
+            for name, value in metrics.items():
+                if not np.all(np.isfinite(value)):
+                    raise TrainingDivergedError(
+                        f"{name}={float(np.asarray(value))} at step {step}; training stopped "
+                        "before any checkpoint could include it."
+                    )
+        now = time.perf_counter()
+        mean = {name: float(np.mean([m[name] for _, m in fetched])) for name in fetched[0][1]}
+        mean["perf/steps_per_sec"] = len(fetched) / max(now - self.last_time, 1e-9)
+        self.pending, self.last_time = [], now
+        return mean
+
+    def restart_clock(self) -> None:
+        """Excludes evaluation, sampling and checkpointing time from steps/s."""
+        self.last_time = time.perf_counter()
+
+
+def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None):
+    """Trains from the latest checkpoint in `workdir` (or from scratch) and returns the state.
+
+    Args:
+      experiment: from `Experiment(config)`.
+      workdir: the run's directory.
+      stop_at_step: train only up to this step (checkpointing there) and return; a later call
+        continues. None trains to `config.num_steps`.
+    """
+    config = experiment.config
+    end_step = config.num_steps if stop_at_step is None else min(stop_at_step, config.num_steps)
+    checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+    iterator = experiment.dataset.train_iterator(config.batch_size)
+    state = experiment.init_state()
+    start_step = checkpointer.latest_step() or 0
+    if start_step:
+        state = checkpointer.restore(start_step, state, iterator)
+        logging.info("Resumed from step %d in %s", start_step, workdir)
+    main = _is_main_process()
+    if main:
+        config_lib.save_config(config, workdir)
+    writer = MetricWriter(workdir, start_step, enabled=main)
+    progress = tqdm(
+        total=config.num_steps,
+        initial=start_step,
+        unit="step",
+        disable=not (config.progress_bar and main),
+        dynamic_ncols=True,
+    )
+    buffer = _MetricBuffer()
+    try:
+        for step in range(start_step + 1, end_step + 1):
+            batch = parallel.shard_batch(next(iterator), experiment.mesh)
+            state, metrics = experiment.train_step(state, batch)
+            buffer.add(step, metrics)
+            progress.update(1)
+            last = step == end_step
+            if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
+                summary = buffer.flush()
+                writer.write(step, summary)
+                progress.set_postfix(
+                    {
+                        experiment.model.main_metric: summary.get(
+                            experiment.model.main_metric, float("nan")
+                        )
+                    }
+                )
+            if config.eval_every and (step % config.eval_every == 0 or last):
+                eval_metrics = experiment.evaluate(state, final=False)
+                writer.write(
+                    step,
+                    {f"eval/{k}": v for k, v in eval_metrics.items() if isinstance(v, int | float)},
+                )
+            if config.sample_every and step % config.sample_every == 0 and main:
+                _save_step_samples(experiment, state, workdir, step)
+            if step % config.checkpoint_every == 0 or last:
+                checkpointer.save(step, state, iterator)
+            if step % config.log_every == 0:
+                buffer.restart_clock()
+    finally:
+        progress.close()
+        writer.close()
+        checkpointer.close()
+    return state
+
+
+def _save_step_samples(experiment: Experiment, state, workdir: str, step: int) -> str:
+    directory = os.path.join(workdir, "samples")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"step_{step:08d}.png")
+    experiment.save_samples(state, path)
+    return path
+
+
+def restore_state(experiment: Experiment, workdir: str, step: int | None = None):
+    """The state saved in `workdir` (latest step by default), on the experiment's mesh."""
+    checkpointer = Checkpointer(workdir, experiment.config.keep_checkpoints)
+    try:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint to restore in {workdir!r}")
+        return checkpointer.restore(step, experiment.init_state())
+    finally:
+        checkpointer.close()
+
+
+def final_evaluation(experiment: Experiment, state, workdir: str) -> dict:
+    """The full evaluation protocol; writes `eval.json`, final samples and loss curves."""
+    results = experiment.evaluate(state, final=True)
+    results.update(
+        step=int(jax.device_get(state.step)),
+        model=experiment.config.model,
+        dataset=experiment.config.dataset,
+    )
+    if _is_main_process():
+        write_json_atomic(os.path.join(workdir, EVAL_FILE), results)
+        _save_step_samples(experiment, state, workdir, results["step"])
+        metrics_path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(metrics_path):
+            plots.save_loss_curves(metrics_path, os.path.join(workdir, "loss_curves.png"))
+    return results
+
+
+def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None) -> dict | None:
+    """Validates `config`, trains (resuming from `workdir`), then evaluates.
+
+    Returns the `eval.json` contents, or None when `stop_at_step` ended the run early.
+    """
+    config_lib.validate(config, workdir)
+    os.makedirs(workdir, exist_ok=True)
+    experiment = Experiment(config)
+    state = train(experiment, workdir, stop_at_step)
+    if int(jax.device_get(state.step)) < config.num_steps:
+        return None
+    return final_evaluation(experiment, state, workdir)

@@ -1,0 +1,54 @@
+"""Optimizers as `optax.chain`s of small transforms, built from the config."""
+
+from __future__ import annotations
+
+import optax
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
+SCHEDULES = ("constant", "cosine", "exponential")
+
+
+def make_schedule(config) -> optax.Schedule:
+    """`config.learning_rate` under `config.lr_schedule`, after `config.warmup_steps`.
+
+    `exponential` decays by `config.lr_decay_rate` every `config.num_steps` / 7 steps, so the
+    final rate is `learning_rate * decay_rate**7` (Burda et al. 2016 decay 10**(-i/7)).
+    """
+    base = config.learning_rate
+    if config.lr_schedule == "constant":
+        schedule = optax.constant_schedule(base)
+    elif config.lr_schedule == "cosine":
+        schedule = optax.cosine_decay_schedule(base, max(1, config.num_steps))
+    elif config.lr_schedule == "exponential":
+        schedule = optax.exponential_decay(
+            base, transition_steps=max(1, config.num_steps // 7), decay_rate=config.lr_decay_rate
+        )
+    else:
+        raise ValueError(f"config.lr_schedule={config.lr_schedule!r}; allowed: {SCHEDULES}")
+    if config.warmup_steps:
+        warmup = optax.linear_schedule(0.0, base, config.warmup_steps)
+        schedule = optax.join_schedules([warmup, schedule], [config.warmup_steps])
+    return schedule
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """Gradient clipping (if `config.grad_clip_norm`) then the chosen optimizer."""
+    schedule = make_schedule(config)
+    if config.optimizer == "adam":
+        optimizer = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+    elif config.optimizer == "adamw":
+        optimizer = optax.adamw(
+            schedule,
+            b1=config.adam_b1,
+            b2=config.adam_b2,
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+        )
+    elif config.optimizer == "sgd":
+        optimizer = optax.sgd(schedule)
+    elif config.optimizer == "momentum":
+        optimizer = optax.sgd(schedule, momentum=config.momentum)
+    else:
+        raise ValueError(f"config.optimizer={config.optimizer!r}; allowed: {OPTIMIZERS}")
+    transforms = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
+    return optax.chain(*transforms, optimizer)
