@@ -111,7 +111,7 @@ def _catalog_source(name: str, data_dir: str):
     """
     import tensorflow_datasets as tfds
 
-    if name.split("/")[0].split(":")[0] not in tfds.list_builders():
+    if name.split("/")[0].split(":")[0] not in tfds.list_builders(with_community_datasets=False):
         raise ValueError(
             f"config.dataset={name!r} is neither an offline dataset {builders.OFFLINE_NAMES} "
             "nor in the TFDS catalog (see tfds.list_builders())."

@@ -1,7 +1,7 @@
 """The training system: state, data-parallel steps, loop, checkpoints and logs."""
 
 from genjax.train.checkpoint import load_state
-from genjax.train.config import ConfigError, base_config, validate
+from genjax.train.config import ConfigError, base_config, load_config, validate
 from genjax.train.loop import (
     Experiment,
     TrainingDivergedError,
@@ -19,6 +19,7 @@ __all__ = [
     "TrainingDivergedError",
     "base_config",
     "final_evaluation",
+    "load_config",
     "load_state",
     "restore_state",
     "train",

@@ -66,6 +66,9 @@ def has_checkpoint(workdir: str) -> bool:
 def load_state(workdir: str, step: int | None = None) -> dict[str, Any]:
     """A saved train state as a nested dict of NumPy arrays, without the config.
 
+    Works whatever the number of devices the checkpoint was saved from: the arrays are
+    restored onto one local device, following the checkpoint's own metadata.
+
     Args:
       workdir: a run's working directory.
       step: which checkpoint; the latest when None.
@@ -75,9 +78,20 @@ def load_state(workdir: str, step: int | None = None) -> dict[str, Any]:
     """
     if not has_checkpoint(workdir):
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)!r}")
-    with ocp.CheckpointManager(checkpoint_dir(workdir)) as manager:
+    handlers = {
+        "state": ocp.StandardCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+    }
+    with ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers) as manager:
         step = manager.latest_step() if step is None else step
         if step not in manager.all_steps():
             raise ValueError(f"step={step} is not saved; saved steps: {manager.all_steps()}")
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        metadata = manager.item_metadata(step)["state"]
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), metadata
+        )
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )
     return jax.tree.map(np.asarray, restored["state"])

@@ -102,7 +102,7 @@ def _check_dataset(config) -> None:
         )
     import tensorflow_datasets as tfds
 
-    if name.split("/")[0].split(":")[0] not in tfds.list_builders():
+    if name.split("/")[0].split(":")[0] not in tfds.list_builders(with_community_datasets=False):
         _fail(
             f"config.dataset={name!r} is unknown; allowed: the offline datasets "
             f"{builders.OFFLINE_NAMES} or a TFDS catalog name (tfds.list_builders())."
@@ -157,6 +157,15 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
     _check_devices(config, device_count, process_count)
     if workdir is not None:
         _check_workdir(config, workdir)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run in `workdir` was trained with (its `config.json`)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--workdir={workdir!r} has no {CONFIG_FILE}: not a genjax run")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
 
 
 def save_config(config, workdir: str) -> None:

@@ -86,10 +86,10 @@ class Experiment:
         outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
         return self.model.summarize(outputs, final)
 
-    def sample(self, state, num: int | None = None) -> np.ndarray:
+    def sample(self, state, num: int | None = None, seed: int = 0) -> np.ndarray:
         """Samples from the model, mapped back to the data's unit-interval space."""
         num = num or self.config.num_samples
-        key = jax.random.fold_in(jax.random.fold_in(state.key, _EVAL_STREAM), 1)
+        key = jax.random.fold_in(jax.random.fold_in(state.key, _EVAL_STREAM), 1 + seed)
         samples = np.asarray(self._sample(state, key, num))
         return self.dataset.preprocessor.to_unit(samples)
 
@@ -114,30 +114,35 @@ class _MetricBuffer:
 
     def __init__(self):
         self.pending: list[tuple[int, dict]] = []
+        self.fetched: list[tuple[int, dict]] = []
         self.last_time = time.perf_counter()
 
     def add(self, step: int, metrics: dict) -> None:
         self.pending.append((step, metrics))
 
-    def flush(self) -> dict | None:
-        """Checks every pending step for finiteness; returns the block's mean metrics.
+    def verify(self) -> None:
+        """Fetches pending steps and raises TrainingDivergedError at the first non-finite one.
 
-        Raises TrainingDivergedError naming the first bad step and metric.
+        Called before every checkpoint, so no checkpoint ever holds a diverged state.
         """
-        if not self.pending:
-            return None
-        fetched = jax.device_get(self.pending)
-        for step, metrics in fetched:
+        for step, metrics in jax.device_get(self.pending):
             for name, value in metrics.items():
                 if not np.all(np.isfinite(value)):
                     raise TrainingDivergedError(
                         f"{name}={float(np.asarray(value))} at step {step}; training stopped "
                         "before any checkpoint could include it."
                     )
+            self.fetched.append((step, metrics))
+        self.pending = []
+
+    def flush(self) -> dict:
+        """Verifies, then returns the mean of every metric since the last flush, and steps/s."""
+        self.verify()
         now = time.perf_counter()
+        fetched = self.fetched
         mean = {name: float(np.mean([m[name] for _, m in fetched])) for name in fetched[0][1]}
         mean["perf/steps_per_sec"] = len(fetched) / max(now - self.last_time, 1e-9)
-        self.pending, self.last_time = [], now
+        self.fetched, self.last_time = [], now
         return mean
 
     def restart_clock(self) -> None:
@@ -182,7 +187,7 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
             buffer.add(step, metrics)
             progress.update(1)
             last = step == end_step
-            if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
+            if step % config.log_every == 0 or last:
                 summary = buffer.flush()
                 writer.write(step, summary)
                 progress.set_postfix(
@@ -201,6 +206,7 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
             if config.sample_every and step % config.sample_every == 0 and main:
                 _save_step_samples(experiment, state, workdir, step)
             if step % config.checkpoint_every == 0 or last:
+                buffer.verify()
                 checkpointer.save(step, state, iterator)
             if step % config.log_every == 0:
                 buffer.restart_clock()

@@ -48,7 +48,12 @@ def data_parallel(
     """
     in_specs = (P(),) * num_replicated + (P(DATA_AXIS),) * num_sharded
     out_specs = P(DATA_AXIS) if sharded_out else P()
-    mapped = jax.shard_map(per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+    # check_vma=False gives pmap semantics: a gradient with respect to replicated parameters
+    # is the device's own, to be averaged with pmean. (With the default check_vma=True, JAX
+    # would already sum it over devices, and a pmean on top would return N times the mean.)
+    mapped = jax.shard_map(
+        per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+    )
     return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
 
 

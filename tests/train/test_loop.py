@@ -1,0 +1,181 @@
+"""The training system end to end on the tiny VAE: resume, divergence, validation, outputs."""
+
+import hashlib
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from genjax import models
+from genjax.models.vae import VAE
+from genjax.train import (
+    ConfigError,
+    TrainingDivergedError,
+    load_state,
+    train_and_evaluate,
+)
+from genjax.train.checkpoint import checkpoint_dir
+
+
+def _tree_files(root):
+    """{relative path: sha256} of every file under root."""
+    digests = {}
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
+
+
+def _assert_trees_equal(a, b):
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory):
+    from configs import vae
+
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    config = vae.get_config("tiny")
+    config.checkpoint_every = 4
+    results = train_and_evaluate(config, workdir)
+    return config, workdir, results
+
+
+def test_resumed_run_is_bitwise_identical(uninterrupted_run, tmp_path):
+    config, reference_dir, _ = uninterrupted_run
+    workdir = str(tmp_path)
+    stop = config.num_steps // 2  # a log step, not a checkpoint step: the stop saves one
+    assert stop % config.log_every == 0 and stop % config.checkpoint_every
+    assert train_and_evaluate(config, workdir, stop_at_step=stop) is None
+    assert load_state(workdir)["step"] == stop
+    train_and_evaluate(config, workdir)
+    resumed, reference = load_state(workdir), load_state(reference_dir)
+    assert resumed["step"] == reference["step"] == config.num_steps
+    _assert_trees_equal(resumed, reference)  # params, optimizer state, rng: all bitwise
+
+    # The metric log reads as one run: the same train losses at the same steps.
+    def train_losses(path):
+        with open(os.path.join(path, "metrics.jsonl")) as f:
+            lines = [json.loads(line) for line in f]
+        return [(m["step"], m["train/loss"]) for m in lines if "train/loss" in m]
+
+    assert train_losses(workdir) == train_losses(reference_dir)
+
+
+def test_run_outputs(uninterrupted_run):
+    config, workdir, results = uninterrupted_run
+    with open(os.path.join(workdir, "eval.json")) as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(results))
+    assert saved["nll_estimator"] == f"iwae-{config.model_config.eval_importance_samples}"
+    assert saved["num_test_examples"] == 355  # the whole digits8x8 test split, no padding
+    assert np.isclose(saved["test_bits_per_dim"], saved["test_nll_nats"] / (64 * np.log(2)))
+    assert 0 < saved["test_nll_stderr"] < 5
+    # IWAE-k is a tighter bound than the ELBO estimate from the same samples.
+    assert -saved["test_nll_nats"] >= saved["test_elbo"]
+    for name in ("loss_curves.png", "config.json", "metrics.jsonl"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0
+    assert os.listdir(os.path.join(workdir, "samples"))
+    assert any(
+        name.startswith("events") for name in os.listdir(os.path.join(workdir, "tensorboard"))
+    )
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    steps = [m["step"] for m in lines if "train/loss" in m]
+    assert steps == list(range(config.log_every, config.num_steps + 1, config.log_every))
+    assert any("eval/elbo" in m for m in lines)
+
+
+def test_load_state_needs_no_config(uninterrupted_run):
+    config, workdir, _ = uninterrupted_run
+    state = load_state(workdir)
+    assert set(state) == {"step", "params", "opt_state", "rng", "extras"}
+    leaves = jax.tree.leaves(state["params"])
+    assert leaves and all(isinstance(leaf, np.ndarray) for leaf in leaves)
+    older = load_state(workdir, step=config.num_steps - config.checkpoint_every)
+    assert older["step"] == config.num_steps - config.checkpoint_every
+    with pytest.raises(ValueError, match="saved steps"):
+        load_state(workdir, step=3)
+
+
+class DivergingVAE(VAE):
+    """The tiny VAE whose reported loss turns NaN from step 7 on (a trainer test double)."""
+
+    def train_step(self, state, batch):
+        new_state, metrics = super().train_step(state, batch)
+        nan_from_step_7 = jax.numpy.where(new_state.step >= 7, jax.numpy.nan, 0.0)
+        metrics["train/loss"] = metrics["train/loss"] + nan_from_step_7
+        return new_state, metrics
+
+
+def test_nan_stops_training_and_keeps_last_finite_checkpoint(
+    tiny_vae_config, tmp_path, monkeypatch
+):
+    config, workdir = tiny_vae_config, str(tmp_path)
+    config.checkpoint_every = 5
+    train_and_evaluate(config, workdir, stop_at_step=5)
+    before = _tree_files(checkpoint_dir(workdir))
+    monkeypatch.setitem(models._FAMILIES, "vae", f"{__name__}:DivergingVAE")
+    with pytest.raises(TrainingDivergedError, match=r"train/loss=nan at step 7"):
+        train_and_evaluate(config, workdir)
+    assert _tree_files(checkpoint_dir(workdir)) == before  # step 5 kept, nothing newer
+    assert load_state(workdir)["step"] == 5
+    assert not os.path.exists(os.path.join(workdir, "eval.json"))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("model", "gan9000", r"config.model='gan9000'.*allowed: \('vae',\)"),
+        ("dataset", "no_such_dataset", r"config.dataset='no_such_dataset'.*mnist5k"),
+        ("dataset", "toy2d/banana", r"config.dataset='toy2d/banana'.*toy2d/moons"),
+        ("batch_size", 0, r"config.batch_size=0 must be a positive integer"),
+        ("num_steps", -5, r"config.num_steps=-5 must be a positive integer"),
+        ("optimizer", "adamax", r"config.optimizer='adamax'; allowed"),
+        ("preprocess.binarize", "sometimes", r"config.preprocess.binarize='sometimes'; allowed"),
+        ("model_config.objective", "cubo", r"config.model_config.objective='cubo'; allowed"),
+        ("model_config.latent_sizes", (0,), r"sizes must be positive"),
+    ],
+)
+def test_invalid_config_fails_before_touching_disk(
+    tiny_vae_config, tmp_path, field, value, message
+):
+    config = tiny_vae_config
+    *parents, leaf = field.split(".")
+    target = config
+    for parent in parents:
+        target = target[parent]
+    with config.unlocked():
+        target[leaf] = value
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message):
+        train_and_evaluate(config, str(workdir))
+    assert not workdir.exists()
+
+
+def test_batch_must_divide_device_count(tiny_vae_config):
+    from genjax.train import validate
+
+    tiny_vae_config.batch_size = 21
+    with pytest.raises(
+        ConfigError, match=r"config.batch_size=21 must be divisible by the device count \(2\)"
+    ):
+        validate(tiny_vae_config, device_count=2)
+
+
+def test_workdir_of_a_different_model_is_refused(tiny_vae_config, tmp_path):
+    workdir = str(tmp_path)
+    train_and_evaluate(tiny_vae_config, workdir, stop_at_step=2)
+    before = _tree_files(workdir)
+    tiny_vae_config.model_config.latent_sizes = (8,)
+    with pytest.raises(ConfigError, match=r"holds a run with config.model_config="):
+        train_and_evaluate(tiny_vae_config, workdir)
+    assert _tree_files(workdir) == before
