@@ -25,7 +25,7 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value if _CONFIG.value is not None else load_config(_WORKDIR.value)
-    validate(config, _WORKDIR.value)
+    validate(config, _WORKDIR.value)  # evaluation-only model_config fields may differ
     experiment = Experiment(config)
     state = restore_state(experiment, _WORKDIR.value, _STEP.value)
     results = final_evaluation(experiment, state, _WORKDIR.value)

@@ -184,6 +184,19 @@ def check_preprocess_options(options) -> None:
         raise ValueError("config.preprocess.logit_alpha cannot be combined with binarization.")
 
 
+def check_preprocess_for_dataset(name: str, options) -> None:
+    """Continuous toy data (`toy2d/*`) takes no intensity preprocessing."""
+    if not name.startswith("toy2d/"):
+        return
+    defaults = {"binarize": "none", "dequantize": False, "scale": "unit", "logit_alpha": 0.0}
+    for field, default in defaults.items():
+        if options[field] != default:
+            raise ValueError(
+                f"config.preprocess.{field}={options[field]!r} does not apply to the continuous "
+                f"2-D data of config.dataset={name!r}; allowed: {default!r}."
+            )
+
+
 class Preprocessor:
     """Turns raw arrays into model-space batches following `config.preprocess`.
 
@@ -242,8 +255,8 @@ class Preprocessor:
         return x
 
     def value_range(self) -> tuple[float, float]:
-        if self.options.logit_alpha:
-            return (-np.inf, np.inf)
+        if self.options.logit_alpha or (self.num_levels is None and not self.binarized):
+            return (-np.inf, np.inf)  # logit space, or continuous data (toy2d) of any range
         return (-1.0, 1.0) if self.options.scale == "symmetric" else (0.0, 1.0)
 
 

@@ -34,10 +34,14 @@ class Model(abc.ABC):
     Class attributes:
       main_metric: the metric shown on the progress bar.
       likelihood_model: True when `summarize(final=True)` reports a test NLL.
+      evaluation_fields: `model_config` fields that affect evaluation only.
     """
 
     main_metric: str = "train/loss"
     likelihood_model: bool = True
+    # model_config fields that change only evaluation; a run may be resumed or re-evaluated
+    # with other values (every other model_config field must match the saved run).
+    evaluation_fields: tuple[str, ...] = ()
 
     def __init__(self, config, spec):
         self.config = config

@@ -229,6 +229,11 @@ class VAE(GradientModel):
     """
 
     main_metric = "train/loss"
+    evaluation_fields = (
+        "eval_importance_samples",
+        "eval_chunk_size",
+        "monitor_importance_samples",
+    )
 
     @classmethod
     def validate_config(cls, config) -> None:

@@ -120,19 +120,30 @@ def _check_devices(config, device_count: int, process_count: int) -> None:
 
 
 def _check_workdir(config, workdir: str) -> None:
-    """A workdir may only be resumed by the same model with the same model_config."""
+    """A workdir may only be resumed by the same model with the same model_config.
+
+    Fields the family declares evaluation-only (`Model.evaluation_fields`) may differ.
+    """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return
     with open(path) as f:
         saved = json.load(f)
-    for field in ("model", "model_config"):
-        current = json.loads(config[field].to_json()) if field == "model_config" else config[field]
-        if saved.get(field) != current:
+    if saved.get("model") != config.model:
+        _fail(
+            f"--workdir={workdir!r} holds a run with config.model={saved.get('model')!r}, but "
+            f"this config has config.model={config.model!r}. Use a new --workdir."
+        )
+    ignored = models.get(config.model).evaluation_fields
+    current = json.loads(config.model_config.to_json())
+    saved_fields = saved.get("model_config", {})
+    for field in sorted(set(current) | set(saved_fields)):
+        if field not in ignored and saved_fields.get(field) != current.get(field):
             _fail(
-                f"--workdir={workdir!r} holds a run with config.{field}={saved.get(field)!r}, "
-                f"but this config has config.{field}={current!r}. Use a new --workdir "
-                "(or the saved run's config) to avoid mixing checkpoints."
+                f"--workdir={workdir!r} holds a run with config.model_config.{field}="
+                f"{saved_fields.get(field)!r}, but this config has config.model_config.{field}="
+                f"{current.get(field)!r}. Use a new --workdir (or the saved run's config) to "
+                "avoid mixing checkpoints."
             )
 
 
@@ -151,6 +162,7 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
     _check_dataset(config)
     try:
         pipeline.check_preprocess_options(config.preprocess)
+        pipeline.check_preprocess_for_dataset(config.dataset, config.preprocess)
         models.get(config.model).validate_config(config)
     except ValueError as error:
         raise ConfigError(str(error)) from error

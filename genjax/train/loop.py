@@ -88,7 +88,9 @@ class Experiment:
 
     def sample(self, state, num: int | None = None, seed: int = 0) -> np.ndarray:
         """Samples from the model, mapped back to the data's unit-interval space."""
-        num = num or self.config.num_samples
+        num = self.config.num_samples if num is None else num
+        if num <= 0:
+            raise ValueError(f"number of samples must be positive, got {num}")
         key = jax.random.fold_in(jax.random.fold_in(state.key, _EVAL_STREAM), 1 + seed)
         samples = np.asarray(self._sample(state, key, num))
         return self.dataset.preprocessor.to_unit(samples)
@@ -260,8 +262,8 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None) ->
     Returns the `eval.json` contents, or None when `stop_at_step` ended the run early.
     """
     config_lib.validate(config, workdir)
+    experiment = Experiment(config)  # loads the data: may still fail, before any write
     os.makedirs(workdir, exist_ok=True)
-    experiment = Experiment(config)
     state = train(experiment, workdir, stop_at_step)
     if int(jax.device_get(state.step)) < config.num_steps:
         return None

@@ -176,6 +176,34 @@ def test_workdir_of_a_different_model_is_refused(tiny_vae_config, tmp_path):
     train_and_evaluate(tiny_vae_config, workdir, stop_at_step=2)
     before = _tree_files(workdir)
     tiny_vae_config.model_config.latent_sizes = (8,)
-    with pytest.raises(ConfigError, match=r"holds a run with config.model_config="):
+    with pytest.raises(
+        ConfigError, match=r"holds a run with config.model_config.latent_sizes=\[4\]"
+    ):
         train_and_evaluate(tiny_vae_config, workdir)
     assert _tree_files(workdir) == before
+
+
+def test_workdir_accepts_changed_evaluation_settings(tiny_vae_config, tmp_path):
+    workdir = str(tmp_path)
+    train_and_evaluate(tiny_vae_config, workdir, stop_at_step=2)
+    tiny_vae_config.model_config.eval_importance_samples = 32
+    tiny_vae_config.model_config.eval_chunk_size = 16
+    results = train_and_evaluate(tiny_vae_config, workdir)
+    assert results["nll_estimator"] == "iwae-32"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("binarize", "dynamic"), ("dequantize", True), ("scale", "symmetric"), ("logit_alpha", 0.05)],
+)
+def test_continuous_toy_data_rejects_intensity_preprocessing(
+    tiny_vae_config, tmp_path, field, value
+):
+    config = tiny_vae_config
+    config.dataset = "toy2d/moons"
+    config.model_config.likelihood = "gaussian"
+    config.preprocess.binarize = "none"  # the VAE configs binarize; toy data must not
+    config.preprocess[field] = value
+    with pytest.raises(ConfigError, match=rf"config.preprocess.{field}=.*toy2d/moons.*allowed"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

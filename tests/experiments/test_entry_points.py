@@ -1,0 +1,161 @@
+"""The command lines of experiments/ as a user runs them: train, evaluate, sample.
+
+Each test starts `python -m experiments.<name>` in the repository root (JAX start-up and
+compilation cost ~5-15 s per process), so one tiny VAE run is trained once and shared.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NUM_STEPS = 12  # --config.num_steps override of the tiny config's 20 steps
+TINY_VAE = "--config=configs/vae.py:tiny"
+
+
+def _run(entry_point, *args):
+    """Runs `python -m experiments.<entry_point> args` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", f"experiments.{entry_point}", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _check_ok(process):
+    assert process.returncode == 0, process.stderr[-3000:]
+
+
+def _printed_results(stdout):
+    """The JSON object an entry point prints (train prints a summary line after it)."""
+    return json.loads(stdout[stdout.index("{") : stdout.rindex("}") + 1])
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny VAE trained by the command line for NUM_STEPS steps: (workdir, its results)."""
+    workdir = tmp_path_factory.mktemp("entry_points") / "vae"
+    process = _run("train", TINY_VAE, f"--workdir={workdir}", f"--config.num_steps={NUM_STEPS}")
+    _check_ok(process)
+    return workdir, process.stdout
+
+
+def test_train_prints_and_writes_the_test_log_likelihood(trained_run):
+    workdir, stdout = trained_run
+    results = _printed_results(stdout)
+    assert _read_json(workdir / "eval.json") == results
+    assert results["step"] == NUM_STEPS  # the override was applied
+    assert results["nll_estimator"] == "iwae-64" and results["num_test_examples"] == 355
+    # A probability of binary data: nll > 0; IWAE-64 is at least the ELBO.
+    assert 0 < results["test_nll_nats"] <= -results["test_elbo"]
+    summary = (
+        f"test log-likelihood: {-results['test_nll_nats']:.2f} nats "
+        f"(+/- {results['test_nll_stderr']:.2f}, iwae-64, "
+        f"{results['test_bits_per_dim']:.4f} bits/dim)"
+    )
+    assert summary in stdout.splitlines()
+    assert _read_json(workdir / "config.json")["num_steps"] == NUM_STEPS
+    with open(workdir / "metrics.jsonl") as f:
+        logged = [json.loads(line) for line in f]
+    assert [m["step"] for m in logged if "train/loss" in m] == [5, 10, NUM_STEPS]
+
+
+def test_evaluate_without_config_rewrites_the_same_eval_json(trained_run):
+    workdir, stdout = trained_run
+    os.remove(workdir / "eval.json")
+    process = _run("evaluate", f"--workdir={workdir}")
+    _check_ok(process)
+    # The run's own config.json is used, and the evaluation key is fixed: the same numbers.
+    assert _read_json(workdir / "eval.json") == _printed_results(stdout)
+    assert _printed_results(process.stdout) == _printed_results(stdout)
+
+
+def test_evaluate_config_overrides_change_the_estimator(trained_run):
+    workdir, stdout = trained_run
+    process = _run(
+        "evaluate",
+        TINY_VAE,
+        f"--workdir={workdir}",
+        "--config.model_config.eval_importance_samples=32",
+        "--config.model_config.eval_chunk_size=32",
+    )
+    _check_ok(process)
+    results = _printed_results(process.stdout)
+    assert _read_json(workdir / "eval.json") == results
+    assert results["nll_estimator"] == "iwae-32" and results["step"] == NUM_STEPS
+    # Another estimate of the same model's likelihood: close to IWAE-64's, not equal to it.
+    reference = _printed_results(stdout)["test_nll_nats"]
+    assert results["test_nll_nats"] != reference
+    assert abs(results["test_nll_nats"] - reference) < 1.0
+
+
+def test_evaluate_refuses_a_config_of_another_architecture(trained_run):
+    workdir, _ = trained_run
+    before = (workdir / "eval.json").read_bytes()
+    process = _run(
+        "evaluate", TINY_VAE, f"--workdir={workdir}", "--config.model_config.latent_sizes=(8,)"
+    )
+    assert process.returncode != 0
+    assert "shape" in process.stderr  # the checkpoint's (4, 32) kernel vs the model's (8, 32)
+    assert (workdir / "eval.json").read_bytes() == before
+
+
+def test_sample_writes_a_png_grid_and_refuses_zero_samples(trained_run, tmp_path):
+    workdir, _ = trained_run
+    path = tmp_path / "grids" / "nine.png"
+    process = _run("sample", f"--workdir={workdir}", "--num=9", f"--out={path}")
+    _check_ok(process)
+    assert f"wrote 9 samples to {path}" in process.stdout
+    pixels = np.asarray(Image.open(path))
+    # 3 x 3 tiles of 8 x 8 pixels with 1 white pixel between neighbours: 3 * 8 + 2 = 26.
+    assert pixels.shape == (26, 26) and pixels.dtype == np.uint8
+    separators = [8, 17]
+    assert np.all(pixels[separators, :] == 255) and np.all(pixels[:, separators] == 255)
+    tiles = np.delete(np.delete(pixels, separators, axis=0), separators, axis=1)  # (24, 24)
+    assert tiles.min() < 128  # the tiles hold images, not padding
+
+    refused = tmp_path / "none.png"
+    process = _run("sample", f"--workdir={workdir}", "--num=0", f"--out={refused}")
+    assert process.returncode != 0
+    assert "--num=0 must be positive" in process.stderr
+    assert not refused.exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.model=nope", "config.model='nope' is not a registered model; allowed: ('vae',)"),
+        ("--config.batch_size=0", "config.batch_size=0 must be a positive integer"),
+    ],
+)
+def test_invalid_config_exits_before_creating_the_workdir(tmp_path, override, message):
+    workdir = tmp_path / "run"
+    process = _run("train", TINY_VAE, f"--workdir={workdir}", override)
+    assert process.returncode != 0
+    assert message in process.stderr
+    assert not workdir.exists()
+
+
+def test_iwae_tiny_trains_end_to_end(tmp_path):
+    workdir = tmp_path / "iwae"
+    process = _run("train", "--config=configs/iwae.py:tiny", f"--workdir={workdir}")
+    _check_ok(process)
+    model_config = _read_json(workdir / "config.json")["model_config"]
+    assert model_config["objective"] == "iwae" and model_config["num_importance_samples"] == 5
+    results = _read_json(workdir / "eval.json")
+    assert results == _printed_results(process.stdout)
+    assert results["step"] == 20 and results["nll_estimator"] == "iwae-64"
+    assert 0 < results["test_nll_nats"] <= -results["test_elbo"]
