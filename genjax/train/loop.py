@@ -182,6 +182,7 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
         dynamic_ncols=True,
     )
     buffer = _MetricBuffer()
+    main_metric = experiment.model.main_metric
     try:
         for step in range(start_step + 1, end_step + 1):
             batch = parallel.shard_batch(next(iterator), experiment.mesh)
@@ -192,13 +193,7 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
             if step % config.log_every == 0 or last:
                 summary = buffer.flush()
                 writer.write(step, summary)
-                progress.set_postfix(
-                    {
-                        experiment.model.main_metric: summary.get(
-                            experiment.model.main_metric, float("nan")
-                        )
-                    }
-                )
+                progress.set_postfix({main_metric: summary.get(main_metric, float("nan"))})
             if config.eval_every and (step % config.eval_every == 0 or last):
                 eval_metrics = experiment.evaluate(state, final=False)
                 writer.write(

@@ -109,7 +109,9 @@ def test_evaluate_refuses_a_config_of_another_architecture(trained_run):
         "evaluate", TINY_VAE, f"--workdir={workdir}", "--config.model_config.latent_sizes=(8,)"
     )
     assert process.returncode != 0
-    assert "shape" in process.stderr  # the checkpoint's (4, 32) kernel vs the model's (8, 32)
+    # Refused by validation, naming the field, before any checkpoint is read.
+    assert "config.model_config.latent_sizes=[4]" in process.stderr
+    assert "config.model_config.latent_sizes=[8]" in process.stderr
     assert (workdir / "eval.json").read_bytes() == before
 
 
