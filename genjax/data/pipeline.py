@@ -104,6 +104,25 @@ def _name_resolves(host: str, timeout_s: float = 5.0) -> bool:
     return bool(result and result[0])
 
 
+def check_dataset_name(name: str) -> None:
+    """Raises ValueError unless `name` is an offline dataset or in the TFDS catalog.
+
+    Looks only at the local catalog (no network, no data directory).
+    """
+    if builders.is_offline_name(name):
+        return
+    if name.startswith("toy2d"):
+        toy_names = [n for n in builders.OFFLINE_NAMES if n.startswith("toy2d/")]
+        raise ValueError(f"config.dataset={name!r}; allowed toy2d names: {toy_names}")
+    import tensorflow_datasets as tfds
+
+    if name.split("/")[0].split(":")[0] not in tfds.list_builders(with_community_datasets=False):
+        raise ValueError(
+            f"config.dataset={name!r} is unknown; allowed: the offline datasets "
+            f"{builders.OFFLINE_NAMES} or a TFDS catalog name (tfds.list_builders())."
+        )
+
+
 def _catalog_source(name: str, data_dir: str):
     """A TFDS catalog data source, downloading only where the network can be reached.
 
@@ -111,11 +130,7 @@ def _catalog_source(name: str, data_dir: str):
     """
     import tensorflow_datasets as tfds
 
-    if name.split("/")[0].split(":")[0] not in tfds.list_builders(with_community_datasets=False):
-        raise ValueError(
-            f"config.dataset={name!r} is neither an offline dataset {builders.OFFLINE_NAMES} "
-            "nor in the TFDS catalog (see tfds.list_builders())."
-        )
+    check_dataset_name(name)
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared() and not _name_resolves(_NETWORK_PROBE_HOST):
         raise DatasetUnavailableError(

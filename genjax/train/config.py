@@ -8,7 +8,7 @@ import os
 import ml_collections
 
 from genjax import models
-from genjax.data import builders, pipeline
+from genjax.data import pipeline
 from genjax.train import optim
 
 CONFIG_FILE = "config.json"
@@ -91,24 +91,6 @@ def _check_fields(config) -> None:
         _fail(f"config.lr_schedule={config.lr_schedule!r}; allowed: {optim.SCHEDULES}")
 
 
-def _check_dataset(config) -> None:
-    name = config.dataset
-    if builders.is_offline_name(name):
-        return
-    if name.startswith("toy2d"):
-        _fail(
-            f"config.dataset={name!r}; toy2d names: "
-            f"{[n for n in builders.OFFLINE_NAMES if n.startswith('toy2d')]}"
-        )
-    import tensorflow_datasets as tfds
-
-    if name.split("/")[0].split(":")[0] not in tfds.list_builders(with_community_datasets=False):
-        _fail(
-            f"config.dataset={name!r} is unknown; allowed: the offline datasets "
-            f"{builders.OFFLINE_NAMES} or a TFDS catalog name (tfds.list_builders())."
-        )
-
-
 def _check_devices(config, device_count: int, process_count: int) -> None:
     for field in ("batch_size", "eval_batch_size"):
         value = config[field]
@@ -159,8 +141,8 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
     if config.model not in models.names():
         _fail(f"config.model={config.model!r} is not a registered model; allowed: {models.names()}")
     _check_fields(config)
-    _check_dataset(config)
     try:
+        pipeline.check_dataset_name(config.dataset)
         pipeline.check_preprocess_options(config.preprocess)
         pipeline.check_preprocess_for_dataset(config.dataset, config.preprocess)
         models.get(config.model).validate_config(config)

@@ -65,7 +65,8 @@ class Experiment:
 
     def _eval_step(self, state, key, batch, final):
         keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(batch["index"])
-        return self.model.eval_step(state, batch, keys, final)
+        outputs = self.model.eval_step(state, batch, keys, final)
+        return {**outputs, "mask": batch["mask"]}  # travels with the outputs to the host
 
     def evaluate(self, state, final: bool, split: str = "test") -> dict:
         """Runs the model's evaluation over one whole split; returns its summary.
@@ -80,8 +81,7 @@ class Experiment:
         batches = self.dataset.eval_batches(split, self.config.eval_batch_size)
         for batch in batches:
             outputs = parallel.gather(step_fn(state, key, parallel.shard_batch(batch, self.mesh)))
-            mask = parallel.gather(parallel.shard_batch({"mask": batch["mask"]}, self.mesh))
-            keep = mask["mask"] > 0
+            keep = np.asarray(outputs.pop("mask")) > 0
             chunks.append({name: np.asarray(value)[keep] for name, value in outputs.items()})
         outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
         return self.model.summarize(outputs, final)

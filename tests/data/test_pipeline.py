@@ -352,7 +352,7 @@ def test_name_resolves_is_false_for_a_reserved_name_and_bounded_by_its_timeout(m
 
 
 def test_unknown_dataset_name_lists_the_offline_names():
-    with pytest.raises(ValueError, match="neither an offline dataset") as failure:
+    with pytest.raises(ValueError, match="is unknown; allowed: the offline datasets") as failure:
         load_dataset(_config("no_such_dataset_anywhere"))
     assert "'digits8x8'" in str(failure.value) and "'toy2d/moons'" in str(failure.value)
 
