@@ -184,6 +184,7 @@ def _num_levels(name: str, raw_x: np.ndarray) -> int | None:
 
 
 def check_preprocess_options(options) -> None:
+    """Raises ValueError naming the `config.preprocess` field and its allowed values."""
     if options.binarize not in BINARIZE_MODES:
         raise ValueError(
             f"config.preprocess.binarize={options.binarize!r}; allowed: {BINARIZE_MODES}"
@@ -195,8 +196,12 @@ def check_preprocess_options(options) -> None:
             "config.preprocess.logit_alpha needs config.preprocess.scale='unit' "
             f"(got {options.scale!r}): the logit transform acts on [0, 1] data."
         )
-    if options.logit_alpha and options.binarize != "none":
-        raise ValueError("config.preprocess.logit_alpha cannot be combined with binarization.")
+    for field in ("logit_alpha", "dequantize"):
+        if options[field] and options.binarize != "none":
+            raise ValueError(
+                f"config.preprocess.{field}={options[field]!r} cannot be combined with "
+                f"config.preprocess.binarize={options.binarize!r}; allowed: binarize='none'."
+            )
 
 
 def check_preprocess_for_dataset(name: str, options) -> None:

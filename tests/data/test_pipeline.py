@@ -369,7 +369,14 @@ def test_unknown_dataset_name_lists_the_offline_names():
             dict(scale="symmetric", logit_alpha=0.05),
             r"logit_alpha needs config.preprocess.scale='unit'",
         ),
-        (dict(binarize="dynamic", logit_alpha=0.05), r"logit_alpha cannot be combined with binar"),
+        (
+            dict(binarize="dynamic", logit_alpha=0.05),
+            r"logit_alpha=0.05 cannot be combined with config.preprocess.binarize='dynamic'",
+        ),
+        (
+            dict(binarize="fixed", dequantize=True),
+            r"dequantize=True cannot be combined with config.preprocess.binarize='fixed'",
+        ),
     ],
 )
 def test_bad_preprocess_options_are_refused(options, message):
