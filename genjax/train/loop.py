@@ -78,7 +78,15 @@ class Experiment:
         key = jax.random.fold_in(state.key, _EVAL_STREAM)
         step_fn = self._eval_steps[final]
         chunks = []
-        batches = self.dataset.eval_batches(split, self.config.eval_batch_size)
+        batch_size = self.config.eval_batch_size
+        batches = tqdm(
+            self.dataset.eval_batches(split, batch_size),
+            total=-(-getattr(self.spec, f"num_{split}") // batch_size),
+            desc=f"evaluating ({'final' if final else 'monitor'}, {split})",
+            unit="batch",
+            leave=False,
+            disable=not (final and self.config.progress_bar and _is_main_process()),
+        )
         for batch in batches:
             outputs = parallel.gather(step_fn(state, key, parallel.shard_batch(batch, self.mesh)))
             keep = np.asarray(outputs.pop("mask")) > 0
