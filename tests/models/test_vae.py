@@ -8,7 +8,6 @@ from scipy.special import logsumexp
 
 from configs import vae as vae_configs
 from genjax.data.pipeline import DataSpec
-from genjax.evaluate.likelihood import active_units, chunked_iwae_log_likelihood
 from genjax.models.vae import VAE
 from genjax.objectives import gaussian_kl
 from genjax.train.state import TrainState
@@ -130,30 +129,6 @@ def test_analytic_kl_is_the_expectation_of_the_sampled_kl_term():
     one_draw = model.log_weights(params, x, jax.random.split(jax.random.key(2), 2), 1)
     expected = -np.mean(np.asarray(one_draw["log_px"])[0] - analytic_kl)
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
-
-
-def test_chunked_iwae_equals_one_logsumexp_over_all_samples():
-    def log_weights_fn(keys, num):
-        return jax.vmap(lambda key: jax.random.normal(key, (num,)) * 3.0, out_axes=1)(keys)
-
-    keys = jax.random.split(jax.random.key(0), 5)
-    estimate, elbo = chunked_iwae_log_likelihood(log_weights_fn, keys, 12, 4)
-    chunks = [
-        np.asarray(log_weights_fn(jax.vmap(lambda k, c=c: jax.random.fold_in(k, c))(keys), 4))
-        for c in range(3)
-    ]
-    log_w = np.concatenate(chunks, axis=0).astype(np.float64)  # (12, 5)
-    np.testing.assert_allclose(estimate, logsumexp(log_w, axis=0) - np.log(12), rtol=1e-5)
-    np.testing.assert_allclose(elbo, log_w.mean(axis=0), rtol=1e-5)
-    with pytest.raises(ValueError, match="multiple of chunk_size"):
-        chunked_iwae_log_likelihood(log_weights_fn, keys, 10, 4)
-
-
-def test_active_units_counts_variance_above_threshold():
-    rng = np.random.default_rng(0)
-    means = np.concatenate([rng.normal(size=(500, 3)), 0.01 * rng.normal(size=(500, 2))], 1)
-    assert active_units(means) == 3
-    assert active_units(means, threshold=1e-5) == 5
 
 
 def test_final_eval_and_sampling_shapes():

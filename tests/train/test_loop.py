@@ -12,8 +12,10 @@ from genjax import models
 from genjax.models.vae import VAE
 from genjax.train import (
     ConfigError,
+    Experiment,
     TrainingDivergedError,
     load_state,
+    train,
     train_and_evaluate,
 )
 from genjax.train.checkpoint import checkpoint_dir
@@ -207,3 +209,13 @@ def test_continuous_toy_data_rejects_intensity_preprocessing(
     with pytest.raises(ConfigError, match=rf"config.preprocess.{field}=.*toy2d/moons.*allowed"):
         train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_steps_compile_once(tiny_vae_config, tmp_path):
+    """Every train step and evaluation reuses one compiled program (no retracing)."""
+    experiment = Experiment(tiny_vae_config)
+    state = train(experiment, str(tmp_path))
+    experiment.evaluate(state, final=False)
+    experiment.evaluate(state, final=False)
+    assert experiment.train_step._cache_size() == 1
+    assert experiment._eval_steps[False]._cache_size() == 1
