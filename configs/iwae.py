@@ -6,7 +6,9 @@ Variants: tiny, two_layer, conv (as configs/vae.py). Override k with
   --config.model_config.num_importance_samples=5
 
 Expected: a higher IWAE-5000 test log-likelihood and more active units than configs/vae.py at
-the same number of steps (Burda et al. 2016, table 1); README has the measured comparison.
+the same number of steps (Burda et al. 2016, table 1). Measured at --config.num_steps=10000
+(34 minutes on 2 CPU cores): 103.0 ± 0.9 nats and 50/50 active units, against the VAE's
+109.9 ± 1.0 nats and 37/50. The default 20,000 steps take about 70 minutes on 2 CPU cores.
 """
 
 import ml_collections
