@@ -30,6 +30,8 @@ import numpy as np
 from genjax.data import builders, preprocess
 
 BINARIZE_MODES = ("none", "dynamic", "fixed")
+# `config.preprocess` defaults: no intensity preprocessing (the only setting toy2d accepts).
+PREPROCESS_DEFAULTS = {"binarize": "none", "dequantize": False, "scale": "unit", "logit_alpha": 0.0}
 SCALE_MODES = ("unit", "symmetric")
 # Catalog datasets whose uint8 pixels are already {0, 1} rather than 0..255.
 _BINARY_CATALOG_DATASETS = ("binarized_mnist",)
@@ -208,8 +210,7 @@ def check_preprocess_for_dataset(name: str, options) -> None:
     """Continuous toy data (`toy2d/*`) takes no intensity preprocessing."""
     if not name.startswith("toy2d/"):
         return
-    defaults = {"binarize": "none", "dequantize": False, "scale": "unit", "logit_alpha": 0.0}
-    for field, default in defaults.items():
+    for field, default in PREPROCESS_DEFAULTS.items():
         if options[field] != default:
             raise ValueError(
                 f"config.preprocess.{field}={options[field]!r} does not apply to the continuous "
@@ -287,6 +288,7 @@ class Dataset:
         self.name = config.dataset
         self.data_dir = _data_dir(config)
         self.seed = config.seed
+        check_preprocess_for_dataset(self.name, config.preprocess)
         train = load_raw(self.name, self.data_dir, "train")
         test = load_raw(self.name, self.data_dir, "test")
         self.preprocessor = Preprocessor(
@@ -341,6 +343,10 @@ class Dataset:
         )
         return iter(dataset.to_iter_dataset())
 
+    def num_batches(self, split: str, global_batch_size: int) -> int:
+        """How many (padded) batches `eval_batches(split, global_batch_size)` yields."""
+        return -(-len(self._splits[split]["label"]) // global_batch_size)
+
     def eval_batches(self, split: str, global_batch_size: int) -> Iterator[dict]:
         """One deterministic pass over a split, padded to whole batches.
 
@@ -353,7 +359,7 @@ class Dataset:
 
         process_count, process_index = jax.process_count(), jax.process_index()
         num_examples = len(self._splits[split]["label"])
-        num_batches = -(-num_examples // global_batch_size)
+        num_batches = self.num_batches(split, global_batch_size)
         rng = np.random.default_rng([self.seed, 2, _SPLIT_IDS[split]])
         local = global_batch_size // process_count
         for batch_index in range(num_batches):

@@ -42,9 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model_config = ml_collections.ConfigDict()
     config.dataset = "mnist5k"
     config.data_dir = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
-    config.preprocess = ml_collections.ConfigDict(
-        dict(binarize="none", dequantize=False, scale="unit", logit_alpha=0.0)
-    )
+    config.preprocess = ml_collections.ConfigDict(dict(pipeline.PREPROCESS_DEFAULTS))
     config.seed = 0
     config.batch_size = 100  # global, split across devices and processes
     config.eval_batch_size = 100

@@ -81,7 +81,7 @@ class Experiment:
         batch_size = self.config.eval_batch_size
         batches = tqdm(
             self.dataset.eval_batches(split, batch_size),
-            total=-(-getattr(self.spec, f"num_{split}") // batch_size),
+            total=self.dataset.num_batches(split, batch_size),
             desc=f"evaluating ({'final' if final else 'monitor'}, {split})",
             unit="batch",
             leave=False,

@@ -382,3 +382,16 @@ def test_unknown_dataset_name_lists_the_offline_names():
 def test_bad_preprocess_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         load_dataset(_config(**options))
+
+
+def test_load_dataset_refuses_intensity_preprocessing_on_toy_data():
+    """Called directly (without config validation), toy data still refuses the logit transform."""
+    with pytest.raises(ValueError, match=r"logit_alpha=0.05 does not apply .*'toy2d/moons'"):
+        load_dataset(_config("toy2d/moons", logit_alpha=0.05))
+
+
+def test_num_batches_counts_eval_batches():
+    dataset = load_dataset(_config())
+    for batch_size in (100, 355, 1000):
+        expected = len(list(dataset.eval_batches("test", batch_size)))
+        assert dataset.num_batches("test", batch_size) == expected == -(-NUM_TEST // batch_size)
