@@ -8,11 +8,12 @@ to workdir/eval.json.
 """
 
 import json
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from genjax.train import train_and_evaluate
+from genjax.train import ConfigError, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
@@ -23,7 +24,10 @@ def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except ConfigError as error:  # found before any write: a message, not a traceback
+        sys.exit(f"error: {error}")
     print(json.dumps(results, indent=2, sort_keys=True))
     if "test_nll_nats" in results:
         print(

@@ -355,3 +355,37 @@ def save_line_plot(
     if series:
         axes.legend()
     _save_figure(figure, path)
+
+
+def save_run_comparison(
+    metrics_jsonl_paths: Mapping[str, str | os.PathLike],
+    metric: str,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> None:
+    """One metric against step for several runs, one line per run (labels are the keys).
+
+    Args:
+      metrics_jsonl_paths: {run label: that run's metrics.jsonl}.
+      metric: the key to plot, e.g. "eval/nll".
+      path: destination PNG file.
+
+    Raises:
+      ValueError: naming the runs whose logs never record `metric`.
+    """
+    series = {
+        label: _read_metric_series(metrics_path).get(metric)
+        for label, metrics_path in metrics_jsonl_paths.items()
+    }
+    missing = [label for label, values in series.items() if values is None]
+    if missing:
+        raise ValueError(f"metric {metric!r} never appears in the logs of runs {missing}")
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    for label, (steps, values) in series.items():
+        axes.plot(steps, values, marker="." if len(steps) <= 50 else None, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel(metric)
+    axes.set_title(title or metric)
+    axes.legend()
+    _save_figure(figure, path)

@@ -10,8 +10,25 @@ from __future__ import annotations
 import importlib
 
 _FAMILIES: dict[str, str] = {
+    "dbm": "genjax.models.energy.dbm:DBM",
+    "dbn": "genjax.models.energy.dbn:DBN",
+    "rbm": "genjax.models.energy.rbm_family:RBM",
     "vae": "genjax.models.vae:VAE",
 }
+
+# Models with no training loop of their own, run by a dedicated entry point instead.
+_OTHER_ENTRY_POINTS = {"hopfield": "python -m experiments.hopfield"}
+
+
+def unregistered_message(name: str) -> str:
+    """The error for a `config.model` that is not a registered family, with a hint."""
+    message = f"config.model={name!r} is not a registered model; allowed: {names()}"
+    if name in _OTHER_ENTRY_POINTS:
+        message += (
+            f". {name!r} stores patterns without a training loop: run it with "
+            f"`{_OTHER_ENTRY_POINTS[name]} --config=... --workdir=...`."
+        )
+    return message
 
 
 def names() -> tuple[str, ...]:
@@ -22,7 +39,7 @@ def names() -> tuple[str, ...]:
 def get(name: str):
     """The `Model` subclass registered as `name`."""
     if name not in _FAMILIES:
-        raise ValueError(f"config.model={name!r} is not a registered model; allowed: {names()}")
+        raise ValueError(unregistered_message(name))
     module_name, class_name = _FAMILIES[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 

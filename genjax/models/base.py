@@ -5,8 +5,9 @@ The trainer (`genjax.train.loop`) knows models only through this interface:
     model = Family(config, spec)                    # spec: genjax.data.DataSpec
     params, extras = model.init(key, example_x)    # example_x: (B, *example_shape)
     state, metrics = model.train_step(state, batch)           # per-device, pmean inside
+    constants = model.evaluation_constants(state, key, final) # once per evaluation (log Z)
     outputs = model.eval_step(state, batch, keys, final)      # per-device, (B, ...) each
-    summary = model.summarize(outputs, final)                 # host: NumPy -> JSON-able dict
+    summary = model.summarize(outputs, final, constants)      # host: NumPy -> JSON-able dict
     samples = model.sample(state, key, num)                   # (num, *example_shape)
 
 Per-device functions run inside `jax.shard_map` over the mesh axis 'data' (see
@@ -35,6 +36,8 @@ class Model(abc.ABC):
       main_metric: the metric shown on the progress bar.
       likelihood_model: True when `summarize(final=True)` reports a test NLL.
       evaluation_fields: `model_config` fields that affect evaluation only.
+      sharded_extras: names of `state.extras` entries whose leading axis is the global batch
+        and that are split over devices with it (persistent chains); the rest is replicated.
     """
 
     main_metric: str = "train/loss"
@@ -42,6 +45,7 @@ class Model(abc.ABC):
     # model_config fields that change only evaluation; a run may be resumed or re-evaluated
     # with other values (every other model_config field must match the saved run).
     evaluation_fields: tuple[str, ...] = ()
+    sharded_extras: tuple[str, ...] = ()
 
     def __init__(self, config, spec):
         self.config = config
@@ -70,6 +74,15 @@ class Model(abc.ABC):
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         """One update, per-device; metrics are scalars averaged over devices."""
 
+    def evaluation_constants(self, state: TrainState, key: jax.Array, final: bool) -> dict:
+        """Quantities computed once per evaluation, before the batches (a log partition
+        function, say), fetched to the host and handed to `summarize`. Called outside any
+        compiled program on the whole (global) state; the family compiles what it needs and
+        may show a progress bar when `final`. The default has none.
+        """
+        del state, key, final
+        return {}
+
     @abc.abstractmethod
     def eval_step(self, state: TrainState, batch: dict, keys: jax.Array, final: bool) -> dict:
         """Per-example evaluation outputs, each of shape (B, ...); `keys` (B,) one per example.
@@ -79,8 +92,11 @@ class Model(abc.ABC):
         """
 
     @abc.abstractmethod
-    def summarize(self, outputs: dict[str, np.ndarray], final: bool) -> dict:
-        """Host-side: per-example outputs over the whole test split -> scalar metrics."""
+    def summarize(self, outputs: dict[str, np.ndarray], final: bool, constants: dict) -> dict:
+        """Host-side: per-example outputs over the whole test split -> scalar metrics.
+
+        `constants` is this evaluation's `evaluation_constants`, as NumPy.
+        """
 
     @abc.abstractmethod
     def sample(self, state: TrainState, key: jax.Array, num: int) -> jax.Array:

@@ -353,7 +353,8 @@ class VAE(GradientModel):
         outputs.update({f"posterior_mean_{layer}": mean for layer, mean in enumerate(means)})
         return outputs
 
-    def summarize(self, outputs, final):
+    def summarize(self, outputs, final, constants):
+        del constants  # none: every estimate is per example
         mc = self.config.model_config
         if not final:
             k = mc.monitor_importance_samples

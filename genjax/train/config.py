@@ -83,6 +83,8 @@ def _check_fields(config) -> None:
             _fail(f"config.{field}={value!r} must be a non-negative integer (0 disables it).")
     if not config.learning_rate > 0:
         _fail(f"config.learning_rate={config.learning_rate!r} must be positive.")
+    if not config.weight_decay >= 0:
+        _fail(f"config.weight_decay={config.weight_decay!r} must be non-negative (0 disables it).")
     if config.optimizer not in optim.OPTIMIZERS:
         _fail(f"config.optimizer={config.optimizer!r}; allowed: {optim.OPTIMIZERS}")
     if config.lr_schedule not in optim.SCHEDULES:
@@ -137,7 +139,7 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
     device_count = jax.device_count() if device_count is None else device_count
     process_count = jax.process_count() if process_count is None else process_count
     if config.model not in models.names():
-        _fail(f"config.model={config.model!r} is not a registered model; allowed: {models.names()}")
+        _fail(models.unregistered_message(config.model))
     _check_fields(config)
     try:
         pipeline.check_dataset_name(config.dataset)

@@ -26,7 +26,8 @@ from genjax.train.checkpoint import Checkpointer
 from genjax.train.metrics import MetricWriter, write_json_atomic
 
 EVAL_FILE = "eval.json"
-# fold_in value of the evaluation key stream; train steps fold in their step (< 2**31 - 1).
+# fold_in values of the evaluation key streams (per-example keys, and once-per-evaluation
+# constants); train steps fold in their step (< 2**31 - 2).
 _EVAL_STREAM = 2**31 - 1
 
 
@@ -43,8 +44,13 @@ class Experiment:
         self.spec = self.dataset.spec
         self.model = models.build(config, self.spec)
         self.mesh = parallel.make_mesh()
+        example_x = np.zeros((1, *self.spec.example_shape), np.float32)
+        abstract_state = jax.eval_shape(
+            self.model.create_state, jax.random.key(config.seed), example_x
+        )
+        self.state_spec = parallel.state_partition_spec(abstract_state, self.model.sharded_extras)
         self.train_step = parallel.data_parallel(
-            self.model.train_step, self.mesh, donate_state=True
+            self.model.train_step, self.mesh, donate_state=True, state_spec=self.state_spec
         )
         self._eval_steps = {
             final: parallel.data_parallel(
@@ -52,16 +58,17 @@ class Experiment:
                 self.mesh,
                 num_replicated=2,
                 sharded_out=True,
+                state_spec=self.state_spec,
             )
             for final in (False, True)
         }
         self._sample = jax.jit(self.model.sample, static_argnums=2)
 
     def init_state(self):
-        """A new step-0 state, replicated over the mesh."""
+        """A new step-0 state on the mesh: replicated, save the model's sharded extras."""
         example_x = np.zeros((1, *self.spec.example_shape), np.float32)
         state = jax.jit(self.model.create_state)(jax.random.key(self.config.seed), example_x)
-        return parallel.replicate(state, self.mesh)
+        return parallel.place(state, self.mesh, self.state_spec)
 
     def _eval_step(self, state, key, batch, final):
         keys = jax.vmap(lambda index: jax.random.fold_in(key, index))(batch["index"])
@@ -76,6 +83,8 @@ class Experiment:
         evaluations of one state agree exactly.
         """
         key = jax.random.fold_in(state.key, _EVAL_STREAM)
+        constants_key = jax.random.fold_in(state.key, _EVAL_STREAM - 1)
+        constants = jax.device_get(self.model.evaluation_constants(state, constants_key, final))
         step_fn = self._eval_steps[final]
         chunks = []
         batch_size = self.config.eval_batch_size
@@ -92,7 +101,7 @@ class Experiment:
             keep = np.asarray(outputs.pop("mask")) > 0
             chunks.append({name: np.asarray(value)[keep] for name, value in outputs.items()})
         outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-        return self.model.summarize(outputs, final)
+        return self.model.summarize(outputs, final, constants)
 
     def sample(self, state, num: int | None = None, seed: int = 0) -> np.ndarray:
         """Samples from the model, mapped back to the data's unit-interval space."""

@@ -32,7 +32,12 @@ def make_schedule(config) -> optax.Schedule:
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-    """Gradient clipping (if `config.grad_clip_norm`) then the chosen optimizer."""
+    """Gradient clipping (if `config.grad_clip_norm`) then the chosen optimizer.
+
+    `config.weight_decay` is decoupled weight decay for 'adamw' (Loshchilov & Hutter 2019)
+    and an L2 penalty's gradient, weight_decay * params, added before the others (the
+    "weight-cost" of RBM training, Hinton 2010).
+    """
     schedule = make_schedule(config)
     if config.optimizer == "adam":
         optimizer = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
@@ -51,4 +56,6 @@ def make_optimizer(config) -> optax.GradientTransformation:
     else:
         raise ValueError(f"config.optimizer={config.optimizer!r}; allowed: {OPTIMIZERS}")
     transforms = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
+    if config.weight_decay and config.optimizer != "adamw":
+        transforms.append(optax.add_decayed_weights(config.weight_decay))
     return optax.chain(*transforms, optimizer)

@@ -34,6 +34,7 @@ def data_parallel(
     num_sharded: int = 1,
     sharded_out: bool = False,
     donate_state: bool = False,
+    state_spec=None,
 ) -> Callable:
     """Compiles `per_device_fn(*replicated, *sharded)` as one data-parallel program.
 
@@ -45,9 +46,16 @@ def data_parallel(
       sharded_out: False when every output is replicated (train steps reduce with `pmean`);
         True when outputs are per-example arrays sharded like the batch (eval steps).
       donate_state: donate the first argument's buffers (the train state).
+      state_spec: the first argument's `PartitionSpec` pytree when parts of the state are
+        split over devices (see `state_partition_spec`); it then also describes the first
+        output of a train step, which returns `(state, metrics)`.
     """
-    in_specs = (P(),) * num_replicated + (P(DATA_AXIS),) * num_sharded
-    out_specs = P(DATA_AXIS) if sharded_out else P()
+    first_spec = P() if state_spec is None else state_spec
+    in_specs = (first_spec,) + (P(),) * (num_replicated - 1) + (P(DATA_AXIS),) * num_sharded
+    if sharded_out:
+        out_specs = P(DATA_AXIS)
+    else:
+        out_specs = P() if state_spec is None else (state_spec, P())
     # check_vma=False gives pmap semantics: a gradient with respect to replicated parameters
     # is the device's own, to be averaged with pmean. (With the default check_vma=True, JAX
     # would already sum it over devices, and a pmean on top would return N times the mean.)
@@ -55,6 +63,30 @@ def data_parallel(
         per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
     )
     return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
+
+
+def state_partition_spec(state, sharded_extras: tuple[str, ...] = ()):
+    """`PartitionSpec`s for a `TrainState`: replicated, except the named `extras` entries.
+
+    A sharded extra (persistent Gibbs chains, say) has a leading axis of the global batch size
+    and is split over `DATA_AXIS` like the batch, so device d holds and advances the chains of
+    its own examples.
+    """
+    specs = jax.tree.map(lambda _: P(), state)
+    extras = {
+        name: jax.tree.map(lambda _: P(DATA_AXIS), value)
+        if name in sharded_extras
+        else specs.extras[name]
+        for name, value in state.extras.items()
+    }
+    return specs.replace(extras=extras)
+
+
+def place(tree, mesh: Mesh, specs=None):
+    """Places a pytree on the mesh: replicated, or split as `specs` (a `PartitionSpec` tree)."""
+    if specs is None:
+        return replicate(tree, mesh)
+    return jax.tree.map(lambda x, spec: jax.device_put(x, NamedSharding(mesh, spec)), tree, specs)
 
 
 def example_keys(key: jax.Array, first_index, local_batch_size: int) -> jax.Array:

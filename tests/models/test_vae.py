@@ -142,7 +142,7 @@ def test_final_eval_and_sampling_shapes():
     assert outputs["posterior_mean_0"].shape == (3, 4)
     assert outputs["posterior_mean_1"].shape == (3, 2)
     assert np.all(outputs["log_likelihood"] >= outputs["elbo"])  # IWAE-k >= ELBO, same draws
-    summary = model.summarize(jax.device_get(outputs), final=True)
+    summary = model.summarize(jax.device_get(outputs), final=True, constants={})
     assert summary["nll_estimator"] == "iwae-64" and len(summary["active_units_per_layer"]) == 2
     samples = model.sample(state, jax.random.key(2), 5)
     assert samples.shape == (5, 3, 4, 1)

@@ -136,7 +136,7 @@ def test_nan_stops_training_and_keeps_last_finite_checkpoint(
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("model", "gan9000", r"config.model='gan9000'.*allowed: \('vae',\)"),
+        ("model", "gan9000", r"config.model='gan9000'.*allowed: \(.*'rbm'.*'vae'"),
         ("dataset", "no_such_dataset", r"config.dataset='no_such_dataset'.*mnist5k"),
         ("dataset", "toy2d/banana", r"config.dataset='toy2d/banana'.*toy2d/moons"),
         ("batch_size", 0, r"config.batch_size=0 must be a positive integer"),

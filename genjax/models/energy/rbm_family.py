@@ -1,0 +1,186 @@
+"""The RBM family for the trainer (`config.model = 'rbm'`): CD-k and PCD on one surrogate.
+
+Training descends `rbm.contrastive_divergence_loss`, mean F(v_data) - mean F(v_model), with
+v_model from `gibbs_steps` block Gibbs sweeps started at the batch (CD-k, Hinton 2002) or at
+persistent chains kept in the train state (PCD, Tieleman 2008). The chains are sharded over
+devices with the batch (`Model.sharded_extras`) and saved in every checkpoint. Each example
+(and its chain) draws from its own key, so runs on 1 and N devices agree.
+
+Evaluation: log p(v) = -F(v) - log Z with log Z exact (small models) or by AIS from the
+base-rate RBM fitted to the training data's pixel means (Salakhutdinov & Murray 2008).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax.models.base import GradientModel
+from genjax.models.energy import common, rbm
+
+SAMPLERS = ("cd", "pcd")
+VISIBLE_TYPES = ("bernoulli", "gaussian")
+
+
+def update_running_mean(extras: dict, batch_mean: jax.Array) -> dict:
+    """The training data's visible means so far (the AIS base rates), averaged over devices."""
+    count = extras["num_batches"] + 1.0
+    batch_mean = jax.lax.pmean(batch_mean, "data")
+    mean = extras["visible_mean"] + (batch_mean - extras["visible_mean"]) / count
+    return {**extras, "visible_mean": mean, "num_batches": count}
+
+
+def initial_chains(key: jax.Array, num_chains: int, num_visible: int, gaussian: bool):
+    """Persistent chains before the first update: uniform bits, or standard normal."""
+    if gaussian:
+        return jax.random.normal(key, (num_chains, num_visible))
+    return jax.random.bernoulli(key, 0.5, (num_chains, num_visible)).astype(jnp.float32)
+
+
+def base_visible_bias(params: dict, extras: dict):
+    """AIS base rates from the training data's pixel means (None for Gaussian visibles)."""
+    if rbm.is_gaussian(params):
+        return None
+    return rbm.base_rates_from_mean(extras["visible_mean"])
+
+
+def sample_visible_means(
+    params: dict, key: jax.Array, num: int, num_steps: int, start_probs=None
+) -> jax.Array:
+    """`num` Gibbs chains run `num_steps` sweeps; the last sweep's p(v | h) means (Bernoulli,
+    for image grids) or samples (Gaussian). Returns (num, V).
+
+    Bernoulli chains start from uniform bits, or from independent bits with `start_probs`
+    (V,) (the data's pixel means, the AIS base-rate model): a trained RBM can hold chains
+    started in pixel noise for thousands of sweeps in a grey, noise-driven state.
+    """
+    num_visible = params["W"].shape[0]
+    init_key, chain_key, last_key = jax.random.split(key, 3)
+    gaussian = rbm.is_gaussian(params)
+    if start_probs is None or gaussian:
+        v = initial_chains(init_key, num, num_visible, gaussian)
+    else:
+        v = jax.random.bernoulli(init_key, start_probs, (num, num_visible)).astype(jnp.float32)
+    v = rbm.gibbs_chain(params, chain_key, v, num_steps)
+    if gaussian:
+        return v
+    return rbm.visible_probs(params, rbm.sample_hidden(last_key, params, v))
+
+
+class RBM(GradientModel):
+    """Bernoulli or Gaussian-Bernoulli RBM trained by CD-k or PCD.
+
+    model_config fields:
+      num_hidden: H.
+      visible: 'bernoulli' (binarized data) | 'gaussian' (real-valued data).
+      learn_sigma: Gaussian visibles: learn the per-unit sigma (else fixed at 1).
+      sampler: 'cd' | 'pcd'; gibbs_steps: k sweeps per update.
+      weight_scale: initial weights ~ N(0, weight_scale^2).
+      ais_chains, ais_betas: the final AIS estimate of log Z (Salakhutdinov & Murray: 100
+        chains, 14,500 betas); monitor_ais_chains, monitor_ais_betas: the cheap one every
+        `config.eval_every` steps; exact_max_units: enumerate log Z exactly up to this many
+        units in the smaller layer; sample_gibbs_steps: sweeps behind each sample.
+    """
+
+    main_metric = "train/recon_error"
+    evaluation_fields = common.EVALUATION_FIELDS
+    sharded_extras = ("chains",)
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        mc = config.model_config
+        common.check_choice(mc, "visible", VISIBLE_TYPES)
+        common.check_choice(mc, "sampler", SAMPLERS)
+        common.check_positive_ints(mc, ("num_hidden", "gibbs_steps"))
+        common.check_evaluation_fields(mc)
+        if not mc.weight_scale > 0:
+            raise ValueError(f"config.model_config.weight_scale={mc.weight_scale!r} must be > 0.")
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        mc = config.model_config
+        if mc.visible == "bernoulli" and not spec.binarized:
+            raise ValueError(
+                "config.model_config.visible='bernoulli' needs binary data: set "
+                "config.preprocess.binarize to 'dynamic' or 'fixed', or use visible='gaussian'."
+            )
+        self.gaussian = mc.visible == "gaussian"
+        self.persistent = mc.sampler == "pcd"
+        self.num_visible = spec.num_dims
+
+    def init(self, key, example_x):
+        mc = self.config.model_config
+        params_key, chains_key = jax.random.split(key)
+        params = rbm.init_params(
+            params_key, self.num_visible, mc.num_hidden, self.gaussian, mc.weight_scale
+        )
+        extras = {"visible_mean": jnp.zeros(self.num_visible), "num_batches": jnp.zeros(())}
+        if self.persistent:
+            extras["chains"] = initial_chains(
+                chains_key, self.config.batch_size, self.num_visible, self.gaussian
+            )
+        return params, extras
+
+    def _trainable(self, params: dict) -> dict:
+        if self.gaussian and not self.config.model_config.learn_sigma:
+            return {**params, "log_sigma": jax.lax.stop_gradient(params["log_sigma"])}
+        return params
+
+    def loss(self, params, extras, batch, keys):
+        mc = self.config.model_config
+        v = batch["x"].reshape((batch["x"].shape[0], -1))  # (B, V)
+        params = self._trainable(params)
+        start = extras["chains"] if self.persistent else v
+        frozen = jax.lax.stop_gradient(params)
+        v_model = jax.vmap(lambda key, v0: rbm.gibbs_chain(frozen, key, v0, mc.gibbs_steps))(
+            keys, start
+        )
+        loss = rbm.contrastive_divergence_loss(params, v, v_model)
+        extras = update_running_mean(extras, v.mean(axis=0))
+        if self.persistent:
+            extras["chains"] = v_model
+        metrics = {"train/recon_error": rbm.reconstruction_error(frozen, v).mean()}
+        return loss, (metrics, extras)
+
+    def evaluation_constants(self, state, key, final):
+        progress = final and self.config.progress_bar and jax.process_index() == 0
+        base = base_visible_bias(state.params, state.extras)
+        return common.rbm_log_partition(
+            state.params, key, self.config.model_config, final, base, progress
+        )
+
+    def eval_step(self, state, batch, keys, final):
+        del final  # the same per-example quantities; only log Z's settings differ
+        params = state.params
+        v = batch["x"].reshape((batch["x"].shape[0], -1))
+        outputs = {
+            "neg_free_energy": -rbm.free_energy(params, v) + batch["log_det"],
+            "recon_error": rbm.reconstruction_error(params, v),
+        }
+        if not self.gaussian:
+            outputs["pseudo_log_likelihood"] = jax.vmap(
+                lambda x, key: rbm.pseudo_log_likelihood(params, x, key)
+            )(v, keys)
+        return outputs
+
+    def summarize(self, outputs, final, constants):
+        log_likelihood = outputs["neg_free_energy"] - constants["log_z"]
+        extra = {"recon_error": float(np.mean(outputs["recon_error"]))}
+        if "pseudo_log_likelihood" in outputs:
+            extra["pseudo_log_likelihood"] = float(np.mean(outputs["pseudo_log_likelihood"]))
+        if not final:
+            return {
+                "nll": float(-np.mean(log_likelihood)),
+                "log_z": float(constants["log_z"]),
+                **extra,
+            }
+        summary = common.summarize_nll(log_likelihood, self.spec.num_dims, constants)
+        summary.update(extra)
+        return summary
+
+    def sample(self, state, key, num):
+        mc = self.config.model_config
+        start = state.extras["visible_mean"]
+        samples = sample_visible_means(state.params, key, num, mc.sample_gibbs_steps, start)
+        return samples.reshape((num, *self.spec.example_shape))
