@@ -27,8 +27,7 @@ Measured (default config, seed 0, 2 CPU cores shared with other jobs, load avera
 
 import ml_collections
 
-from configs.rbm import apply_tiny
-from genjax.train import base_config
+from configs import rbm
 
 
 def dbm_model_config() -> ml_collections.ConfigDict:
@@ -40,35 +39,16 @@ def dbm_model_config() -> ml_collections.ConfigDict:
             pretrain_gibbs_steps=1,
             gibbs_steps=5,
             mean_field_iterations=10,
-            weight_scale=0.01,
             eval_mean_field_iterations=50,
-            ais_chains=100,
-            ais_betas=14_500,
-            monitor_ais_chains=16,
-            monitor_ais_betas=1_000,
-            exact_max_units=20,
-            sample_gibbs_steps=1_000,
+            **rbm.shared_model_fields(),
         )
     )
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config()
-    config.model = "dbm"
-    config.model_config = dbm_model_config()
-    config.dataset = "mnist5k"
-    config.preprocess.binarize = "dynamic"
-    config.batch_size = 100
-    config.eval_batch_size = 100
-    config.optimizer = "adam"
-    config.learning_rate = 1e-3
-    config.lr_schedule = "cosine"  # per stage: each stage's schedule spans its own steps
-    config.log_every = 200
-    config.eval_every = 2_000
-    config.checkpoint_every = 2_000
+    config = rbm.energy_config("dbm", dbm_model_config(), num_steps=0)
     config.sample_every = 4_000
-    for variant in (arg or "").split(","):
-        apply_variant(config, variant.strip())
+    rbm.apply_variants(config, arg, apply_variant)
     config.num_steps = sum(config.model_config.stage_steps)
     return config
 
@@ -82,7 +62,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
     if variant in ("", "default"):
         return
     if variant == "tiny":
-        apply_tiny(config)
+        rbm.apply_tiny(config)
         mc.hidden_sizes = (12, 8)
         mc.stage_steps = (5, 5, 10)
         mc.eval_mean_field_iterations = 20

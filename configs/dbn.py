@@ -26,8 +26,7 @@ Measured (default config, seed 0, 2 CPU cores shared with other jobs, load avera
 
 import ml_collections
 
-from configs.rbm import apply_tiny
-from genjax.train import base_config
+from configs import rbm
 
 
 def dbn_model_config() -> ml_collections.ConfigDict:
@@ -37,35 +36,16 @@ def dbn_model_config() -> ml_collections.ConfigDict:
             hidden_sizes=(500, 1000),
             stage_steps=(4_000, 4_000),
             gibbs_steps=1,
-            weight_scale=0.01,
             eval_bound_samples=100,
-            ais_chains=100,
-            ais_betas=14_500,
-            monitor_ais_chains=16,
-            monitor_ais_betas=1_000,
-            exact_max_units=20,
-            sample_gibbs_steps=1_000,
+            **rbm.shared_model_fields(),
         )
     )
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config()
-    config.model = "dbn"
-    config.model_config = dbn_model_config()
-    config.dataset = "mnist5k"
-    config.preprocess.binarize = "dynamic"
-    config.batch_size = 100
-    config.eval_batch_size = 100
-    config.optimizer = "adam"
-    config.learning_rate = 1e-3
-    config.lr_schedule = "cosine"  # per stage: each stage's schedule spans its own steps
-    config.log_every = 200
-    config.eval_every = 2_000
-    config.checkpoint_every = 2_000
+    config = rbm.energy_config("dbn", dbn_model_config(), num_steps=0)
     config.sample_every = 4_000
-    for variant in (arg or "").split(","):
-        apply_variant(config, variant.strip())
+    rbm.apply_variants(config, arg, apply_variant)
     config.num_steps = sum(config.model_config.stage_steps)
     return config
 
@@ -84,7 +64,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
         mc.hidden_sizes = (500, 500, 2_000)
         mc.stage_steps = (4_000, 4_000, 4_000)
     elif variant == "tiny":
-        apply_tiny(config)
+        rbm.apply_tiny(config)
         mc.hidden_sizes = (12, 8)
         mc.stage_steps = (10, 10)
         mc.eval_bound_samples = 10

@@ -16,13 +16,10 @@ with shared diagonal covariance.
 import ml_collections
 
 from configs import rbm
-from genjax.train import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config()
-    config.model = "rbm"
-    config.model_config = rbm.rbm_model_config()
+    config = rbm.energy_config("rbm", rbm.rbm_model_config(), num_steps=20_000)
     mc = config.model_config
     mc.visible = "gaussian"
     mc.learn_sigma = True
@@ -30,19 +27,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     mc.sampler, mc.gibbs_steps = "pcd", 1
     mc.weight_scale = 0.1
     config.dataset = "toy2d/8gaussians"
+    config.preprocess.binarize = "none"
     config.batch_size = 500
     config.eval_batch_size = 1000
-    config.num_steps = 20_000
-    config.optimizer = "adam"
     config.learning_rate = 3e-3
-    config.lr_schedule = "cosine"
     config.log_every = 500
     config.eval_every = 5_000
     config.checkpoint_every = 5_000
     config.sample_every = 5_000
     config.num_samples = 2_000
-    for variant in (arg or "").split(","):
-        apply_variant(config, variant.strip())
+    rbm.apply_variants(config, arg, apply_variant)
     return config
 
 

@@ -22,8 +22,23 @@ import ml_collections
 from genjax.train import base_config
 
 
+def shared_model_fields() -> dict:
+    """model_config fields of every energy family: initial weights, AIS (Salakhutdinov &
+    Murray's 100 chains x 14,500 betas; a cheap 16 x 1,000 for monitoring), exact log Z up to
+    20 units, and 1,000 Gibbs sweeps per sample."""
+    return dict(
+        weight_scale=0.01,
+        ais_chains=100,
+        ais_betas=14_500,
+        monitor_ais_chains=16,
+        monitor_ais_betas=1_000,
+        exact_max_units=20,
+        sample_gibbs_steps=1_000,
+    )
+
+
 def rbm_model_config() -> ml_collections.ConfigDict:
-    """500 hidden units, CD-1, AIS with Salakhutdinov & Murray's settings."""
+    """500 hidden units, CD-1."""
     return ml_collections.ConfigDict(
         dict(
             num_hidden=500,
@@ -31,26 +46,22 @@ def rbm_model_config() -> ml_collections.ConfigDict:
             learn_sigma=False,
             sampler="cd",
             gibbs_steps=1,
-            weight_scale=0.01,
-            ais_chains=100,
-            ais_betas=14_500,
-            monitor_ais_chains=16,
-            monitor_ais_betas=1_000,
-            exact_max_units=20,
-            sample_gibbs_steps=1_000,
+            **shared_model_fields(),
         )
     )
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+def energy_config(model: str, model_config: ml_collections.ConfigDict, num_steps: int):
+    """The training setup the energy configs share: mnist5k with dynamic binarization,
+    batches of 100, Adam 1e-3 with a cosine decay, evaluation every 2,000 steps."""
     config = base_config()
-    config.model = "rbm"
-    config.model_config = rbm_model_config()
+    config.model = model
+    config.model_config = model_config
     config.dataset = "mnist5k"
     config.preprocess.binarize = "dynamic"
     config.batch_size = 100
     config.eval_batch_size = 100
-    config.num_steps = 10_000
+    config.num_steps = num_steps
     config.optimizer = "adam"
     config.learning_rate = 1e-3
     config.lr_schedule = "cosine"
@@ -58,8 +69,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 2_000
     config.checkpoint_every = 2_000
     config.sample_every = 2_000
+    return config
+
+
+def apply_variants(config: ml_collections.ConfigDict, arg: str | None, apply_variant) -> None:
+    """Applies the comma-separated variants of `arg` in order with `apply_variant`."""
     for variant in (arg or "").split(","):
         apply_variant(config, variant.strip())
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = energy_config("rbm", rbm_model_config(), num_steps=10_000)
+    apply_variants(config, arg, apply_variant)
     return config
 
 

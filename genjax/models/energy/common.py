@@ -34,8 +34,10 @@ def check_positive_ints(mc, fields) -> None:
             raise ValueError(f"config.model_config.{field}={value!r} must be a positive integer.")
 
 
-def check_evaluation_fields(mc) -> None:
-    """The AIS and sampling settings every energy family shares."""
+def check_shared_fields(mc) -> None:
+    """The fields every energy family shares: initial weight scale, AIS and sampling."""
+    if not mc.weight_scale > 0:
+        raise ValueError(f"config.model_config.weight_scale={mc.weight_scale!r} must be > 0.")
     check_positive_ints(
         mc,
         (

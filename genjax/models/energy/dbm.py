@@ -313,9 +313,7 @@ class DBM(staged.StagedModel):
                 "eval_mean_field_iterations",
             ),
         )
-        common.check_evaluation_fields(mc)
-        if not mc.weight_scale > 0:
-            raise ValueError(f"config.model_config.weight_scale={mc.weight_scale!r} must be > 0.")
+        common.check_shared_fields(mc)
         super().validate_config(config)
 
     def __init__(self, config, spec):

@@ -202,9 +202,7 @@ class DBN(staged.StagedModel):
                 "positive integers, one per RBM."
             )
         common.check_positive_ints(mc, ("gibbs_steps", "eval_bound_samples"))
-        common.check_evaluation_fields(mc)
-        if not mc.weight_scale > 0:
-            raise ValueError(f"config.model_config.weight_scale={mc.weight_scale!r} must be > 0.")
+        common.check_shared_fields(mc)
         super().validate_config(config)
 
     def __init__(self, config, spec):

@@ -93,9 +93,7 @@ class RBM(GradientModel):
         common.check_choice(mc, "visible", VISIBLE_TYPES)
         common.check_choice(mc, "sampler", SAMPLERS)
         common.check_positive_ints(mc, ("num_hidden", "gibbs_steps"))
-        common.check_evaluation_fields(mc)
-        if not mc.weight_scale > 0:
-            raise ValueError(f"config.model_config.weight_scale={mc.weight_scale!r} must be > 0.")
+        common.check_shared_fields(mc)
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
