@@ -11,6 +11,12 @@ Variants (`--config=configs/grbm.py:VARIANT`, several joined by commas):
 Visible units are Gaussian with learned per-unit sigma (Cho, Ilin & Raiko 2011 parametrize
 log sigma the same way); hidden units are binary, so the model is a mixture of 2**H Gaussians
 with shared diagonal covariance.
+
+Measured (seed 0, 2 CPU cores): default, 20,000 steps, 7 min: test NLL 2.863 +/- 0.009 nats by
+exact log Z, against the true density's entropy 2.833 (`genjax.data.toy2d.entropy`), so within
+0.03 nats of the best possible. `digits`, 20,000 steps, 4 min: test NLL -55.18 +/- 0.85 nats
+(AIS log Z 149.62 +/- 0.05) on the dequantized [0, 1] pixels; for scale, independent per-pixel
+histograms score -75.4, so 100 Gaussian-Bernoulli hidden units do not beat a histogram here.
 """
 
 import ml_collections
