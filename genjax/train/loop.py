@@ -44,9 +44,9 @@ class Experiment:
         self.spec = self.dataset.spec
         self.model = models.build(config, self.spec)
         self.mesh = parallel.make_mesh()
-        example_x = np.zeros((1, *self.spec.example_shape), np.float32)
+        self._example_x = np.zeros((1, *self.spec.example_shape), np.float32)
         abstract_state = jax.eval_shape(
-            self.model.create_state, jax.random.key(config.seed), example_x
+            self.model.create_state, jax.random.key(config.seed), self._example_x
         )
         self.state_spec = parallel.state_partition_spec(abstract_state, self.model.sharded_extras)
         self.train_step = parallel.data_parallel(
@@ -65,9 +65,9 @@ class Experiment:
         self._sample = jax.jit(self.model.sample, static_argnums=2)
 
     def init_state(self):
-        """A new step-0 state on the mesh: replicated, save the model's sharded extras."""
-        example_x = np.zeros((1, *self.spec.example_shape), np.float32)
-        state = jax.jit(self.model.create_state)(jax.random.key(self.config.seed), example_x)
+        """A new step-0 state on the mesh: replicated, except the model's sharded extras."""
+        key = jax.random.key(self.config.seed)
+        state = jax.jit(self.model.create_state)(key, self._example_x)
         return parallel.place(state, self.mesh, self.state_spec)
 
     def _eval_step(self, state, key, batch, final):

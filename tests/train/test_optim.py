@@ -1,0 +1,44 @@
+"""Optimizers built from the config: weight decay reaches every optimizer."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from genjax.train import ConfigError, base_config, validate
+from genjax.train.optim import OPTIMIZERS, make_optimizer
+
+
+@pytest.mark.parametrize("optimizer", [name for name in OPTIMIZERS if name != "adamw"])
+def test_weight_decay_is_an_l2_gradient(optimizer):
+    """With a zero loss gradient the update is the optimizer's step on weight_decay * params."""
+    config = base_config()
+    config.optimizer, config.learning_rate, config.weight_decay = optimizer, 0.1, 0.5
+    params = {"w": jnp.array([2.0, -4.0])}
+    tx = make_optimizer(config)
+    updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+    config.weight_decay = 0.0
+    plain = make_optimizer(config)
+    expected, _ = plain.update({"w": 0.5 * params["w"]}, plain.init(params), params)
+    np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6)
+    assert np.all(np.sign(updates["w"]) == -np.sign(params["w"]))  # towards zero
+
+
+def test_adamw_decay_is_decoupled():
+    config = base_config()
+    config.optimizer, config.learning_rate, config.weight_decay = "adamw", 0.1, 0.5
+    params = {"w": jnp.array([2.0, -4.0])}
+    tx = make_optimizer(config)
+    updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+    # Adam's step on a zero gradient is 0; only the decoupled decay -lr * wd * w remains.
+    np.testing.assert_allclose(updates["w"], -0.1 * 0.5 * params["w"], rtol=1e-6)
+    assert isinstance(tx, optax.GradientTransformation)
+
+
+def test_negative_weight_decay_is_refused(tmp_path):
+    from configs import vae
+
+    config = vae.get_config("tiny")
+    config.weight_decay = -1e-4
+    with pytest.raises(ConfigError, match=r"config.weight_decay=-0.0001 must be non-negative"):
+        validate(config, str(tmp_path))
