@@ -12,6 +12,9 @@ import importlib
 _FAMILIES: dict[str, str] = {
     "dbm": "genjax.models.energy.dbm:DBM",
     "dbn": "genjax.models.energy.dbn:DBN",
+    "made": "genjax.models.autoregressive.made:MADE",
+    "nade": "genjax.models.autoregressive.nade:NADE",
+    "pixelcnn": "genjax.models.autoregressive.pixelcnn:PixelCNN",
     "rbm": "genjax.models.energy.rbm_family:RBM",
     "vae": "genjax.models.vae:VAE",
 }

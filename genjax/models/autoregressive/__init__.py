@@ -1,0 +1,1 @@
+"""Autoregressive models: NADE, MADE, PixelCNN and Gated PixelCNN."""
