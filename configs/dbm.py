@@ -3,7 +3,7 @@
 
 Launch:
   python -m experiments.train --config=configs/dbm.py --workdir=runs/dbm
-Variants (`--config=configs/dbm.py:VARIANT`, several joined by commas, e.g. `tiny`):
+Variants (`--config=configs/dbm.py:VARIANT`, several joined by commas):
   default  the architecture of the paper on a CPU budget (below)
   tiny     digits8x8, 64-12-8, 5 + 5 + 10 steps, exact log Z: seconds on a laptop core
 
@@ -27,7 +27,7 @@ Measured (default config, seed 0, 2 CPU cores shared with other jobs, load avera
 
 import ml_collections
 
-from configs import rbm
+from configs import common, rbm
 
 
 def dbm_model_config() -> ml_collections.ConfigDict:
@@ -48,23 +48,16 @@ def dbm_model_config() -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = rbm.energy_config("dbm", dbm_model_config(), num_steps=0)
     config.sample_every = 4_000
-    rbm.apply_variants(config, arg, apply_variant)
+    common.apply_variants(config, arg, VARIANTS)
     config.num_steps = sum(config.model_config.stage_steps)
     return config
 
 
-_VARIANTS = ("default", "tiny")
-
-
-def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
-    """Applies one named variant in place (`get_config` then sets num_steps)."""
+def _tiny(config: ml_collections.ConfigDict) -> None:
+    rbm.apply_tiny(config)
     mc = config.model_config
-    if variant in ("", "default"):
-        return
-    if variant == "tiny":
-        rbm.apply_tiny(config)
-        mc.hidden_sizes = (12, 8)
-        mc.stage_steps = (5, 5, 10)
-        mc.eval_mean_field_iterations = 20
-    else:
-        raise ValueError(f"unknown config variant {variant!r}; allowed: {_VARIANTS}")
+    mc.hidden_sizes, mc.stage_steps, mc.eval_mean_field_iterations = (12, 8), (5, 5, 10), 20
+
+
+# get_config sets num_steps from stage_steps after the variants.
+VARIANTS = {"tiny": _tiny}

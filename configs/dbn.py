@@ -2,7 +2,8 @@
 
 Launch:
   python -m experiments.train --config=configs/dbn.py --workdir=runs/dbn
-Variants (`--config=configs/dbn.py:VARIANT`, several joined by commas, e.g. `cd10,tiny`):
+Variants (`--config=configs/dbn.py:VARIANT`; several joined by commas,
+e.g. `cd10,tiny`):
   cd1    CD-1 for every layer (the default)
   cd10   CD-10 for every layer
   deep   784-500-500-2000, the architecture of Hinton, Osindero & Teh (2006)
@@ -26,7 +27,7 @@ Measured (default config, seed 0, 2 CPU cores shared with other jobs, load avera
 
 import ml_collections
 
-from configs import rbm
+from configs import common, rbm
 
 
 def dbn_model_config() -> ml_collections.ConfigDict:
@@ -45,28 +46,28 @@ def dbn_model_config() -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = rbm.energy_config("dbn", dbn_model_config(), num_steps=0)
     config.sample_every = 4_000
-    rbm.apply_variants(config, arg, apply_variant)
+    common.apply_variants(config, arg, VARIANTS)
     config.num_steps = sum(config.model_config.stage_steps)
     return config
 
 
-_VARIANTS = ("default", "cd1", "cd10", "deep", "tiny")
+def _cd(k: int):
+    def variant(config: ml_collections.ConfigDict) -> None:
+        config.model_config.gibbs_steps = k
+
+    return variant
 
 
-def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
-    """Applies one named variant in place (`get_config` then sets num_steps)."""
+def _deep(config: ml_collections.ConfigDict) -> None:
+    config.model_config.hidden_sizes = (500, 500, 2_000)
+    config.model_config.stage_steps = (4_000, 4_000, 4_000)
+
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+    rbm.apply_tiny(config)
     mc = config.model_config
-    if variant in ("", "default", "cd1"):
-        return
-    if variant == "cd10":
-        mc.gibbs_steps = 10
-    elif variant == "deep":
-        mc.hidden_sizes = (500, 500, 2_000)
-        mc.stage_steps = (4_000, 4_000, 4_000)
-    elif variant == "tiny":
-        rbm.apply_tiny(config)
-        mc.hidden_sizes = (12, 8)
-        mc.stage_steps = (10, 10)
-        mc.eval_bound_samples = 10
-    else:
-        raise ValueError(f"unknown config variant {variant!r}; allowed: {_VARIANTS}")
+    mc.hidden_sizes, mc.stage_steps, mc.eval_bound_samples = (12, 8), (10, 10), 10
+
+
+# get_config sets num_steps from stage_steps after the variants.
+VARIANTS = {"cd1": _cd(1), "cd10": _cd(10), "deep": _deep, "tiny": _tiny}

@@ -26,6 +26,7 @@ retrieved exactly, with 3 none is.
 
 import ml_collections
 
+from configs import common
 from genjax.train import base_config
 
 
@@ -54,21 +55,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.preprocess.dequantize = False
     config.preprocess.logit_alpha = 0.0
     config.eval_batch_size = 500  # batches of the pass that averages the digits
-    apply_variant(config, arg)
+    common.apply_variants(config, arg, VARIANTS)
     return config
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> None:
-    """Applies a named variant in place."""
-    if arg in (None, "", "default"):
-        return
-    if arg == "tiny":
-        config.model_config.num_neurons = 64
-        config.model_config.loads = (0.05, 0.1, 0.2, 0.4)
-        config.model_config.num_trials = 2
-        config.model_config.max_sweeps = 20
-        config.model_config.num_digit_patterns = 2
-        config.dataset = "digits8x8"
-        config.progress_bar = False
-    else:
-        raise ValueError(f"unknown config variant {arg!r}; allowed: default, tiny")
+def _tiny(config: ml_collections.ConfigDict) -> None:
+    mc = config.model_config
+    mc.num_neurons, mc.loads, mc.num_trials = 64, (0.05, 0.1, 0.2, 0.4), 2
+    mc.max_sweeps, mc.num_digit_patterns = 20, 2
+    config.dataset = "digits8x8"
+    config.progress_bar = False
+
+
+VARIANTS = {"tiny": _tiny}

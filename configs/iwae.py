@@ -2,7 +2,7 @@
 
 Launch:
   python -m experiments.train --config=configs/iwae.py --workdir=runs/iwae
-Variants: tiny, two_layer, conv (as configs/vae.py). Override k with
+Variants: tiny, two_layer, conv (as configs/vae.py; joined by commas). Override k with
   --config.model_config.num_importance_samples=5
 
 Expected: a higher IWAE-5000 test log-likelihood and more active units than configs/vae.py at
@@ -13,14 +13,20 @@ the same number of steps (Burda et al. 2016, table 1). Measured at --config.num_
 
 import ml_collections
 
-from configs import vae
+from configs import common, vae
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = vae.get_config(None)
     config.model_config.num_importance_samples = 50
     config.model_config.objective = "iwae"
-    vae.apply_variant(config, arg)
-    if arg == "tiny":
-        config.model_config.num_importance_samples = 5
+    common.apply_variants(config, arg, VARIANTS)
     return config
+
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+    vae.VARIANTS["tiny"](config)
+    config.model_config.num_importance_samples = 5
+
+
+VARIANTS = {**vae.VARIANTS, "tiny": _tiny}

@@ -4,7 +4,8 @@ Launch:
   python -m experiments.train --config=configs/made.py --workdir=runs/made
   python -m experiments.train --config=configs/made.py --workdir=runs/made_bmnist \
       --config.dataset=binarized_mnist      # full binarized MNIST from the TFDS catalog
-Variants (`--config=configs/made.py:VARIANT`):
+Variants (`--config=configs/made.py:VARIANT`; several joined by commas,
+e.g. `ensemble,tiny`):
   tiny      digits8x8, 32 hidden units, 20 steps: seconds on a laptop core
   ensemble  8 order-agnostic mask sets in training, evaluated as an 8-member ensemble
 
@@ -21,7 +22,7 @@ The papers' numbers are on the 50,000-digit binarized MNIST and are not comparab
 
 import ml_collections
 
-from genjax.train import base_config
+from configs import common
 
 
 def made_model_config() -> ml_collections.ConfigDict:
@@ -39,44 +40,30 @@ def made_model_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config()
-    config.model = "made"
-    config.model_config = made_model_config()
-    config.dataset = "mnist5k"
-    config.preprocess.binarize = "dynamic"
-    config.batch_size = 100
-    config.eval_batch_size = 500
-    config.num_steps = 20_000
-    config.learning_rate = 1e-3
-    config.lr_schedule = "cosine"
-    config.log_every = 200
-    config.eval_every = 2_000
-    config.checkpoint_every = 2_000
-    config.sample_every = 5_000
-    apply_variant(config, arg)
+    config = common.binarized_mnist5k(
+        "made",
+        made_model_config(),
+        eval_batch_size=500,
+        num_steps=20_000,
+        log_every=200,
+        eval_every=2_000,
+        checkpoint_every=2_000,
+        sample_every=5_000,
+    )
+    common.apply_variants(config, arg, VARIANTS)
     return config
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> None:
-    """Applies a named variant in place."""
-    if arg in (None, "", "default"):
-        return
-    if arg == "tiny":
-        config.model_config.hidden_sizes = (32,)
-        config.dataset = "digits8x8"
-        config.batch_size = 20
-        config.eval_batch_size = 355
-        config.num_steps = 20
-        config.learning_rate = 1e-2
-        config.log_every = 5
-        config.eval_every = 10
-        config.checkpoint_every = 10
-        config.sample_every = 0
-        config.num_samples = 16
-        config.progress_bar = False
-    elif arg == "ensemble":
-        config.model_config.num_masks = 8
-        config.model_config.num_eval_masks = 8
-        config.model_config.order_agnostic = True
-    else:
-        raise ValueError(f"unknown config variant {arg!r}; allowed: default, tiny, ensemble")
+def _tiny(config: ml_collections.ConfigDict) -> None:
+    common.apply_tiny(config)
+    config.model_config.hidden_sizes = (32,)
+    config.learning_rate = 1e-2
+
+
+def _ensemble(config: ml_collections.ConfigDict) -> None:
+    mc = config.model_config
+    mc.num_masks = mc.num_eval_masks = 8
+    mc.order_agnostic = True
+
+
+VARIANTS = {"tiny": _tiny, "ensemble": _ensemble}

@@ -2,7 +2,8 @@
 
 Launch:
   python -m experiments.train --config=configs/rbm.py --workdir=runs/rbm_cd1
-Variants (`--config=configs/rbm.py:VARIANT`, several joined by commas, e.g. `pcd,tiny`):
+Variants (`--config=configs/rbm.py:VARIANT`; several joined by commas,
+e.g. `pcd,tiny`):
   cd1    CD-1 (the default)
   cd10   CD-10
   cd25   CD-25, the longest chains of Salakhutdinov & Murray (2008)
@@ -19,7 +20,7 @@ includes the final AIS): test NLL by AIS 172.31 +/- 1.01 (CD-1, 4 min), 113.45 +
 
 import ml_collections
 
-from genjax.train import base_config
+from configs import common
 
 
 def shared_model_fields() -> dict:
@@ -52,70 +53,48 @@ def rbm_model_config() -> ml_collections.ConfigDict:
 
 
 def energy_config(model: str, model_config: ml_collections.ConfigDict, num_steps: int):
-    """The training setup the energy configs share: mnist5k with dynamic binarization,
-    batches of 100, Adam 1e-3 with a cosine decay, evaluation every 2,000 steps."""
-    config = base_config()
-    config.model = model
-    config.model_config = model_config
-    config.dataset = "mnist5k"
-    config.preprocess.binarize = "dynamic"
-    config.batch_size = 100
-    config.eval_batch_size = 100
-    config.num_steps = num_steps
-    config.optimizer = "adam"
-    config.learning_rate = 1e-3
-    config.lr_schedule = "cosine"
-    config.log_every = 200
-    config.eval_every = 2_000
-    config.checkpoint_every = 2_000
-    config.sample_every = 2_000
-    return config
-
-
-def apply_variants(config: ml_collections.ConfigDict, arg: str | None, apply_variant) -> None:
-    """Applies the comma-separated variants of `arg` in order with `apply_variant`."""
-    for variant in (arg or "").split(","):
-        apply_variant(config, variant.strip())
+    """The training setup the energy configs share (`common.binarized_mnist5k`), evaluation,
+    checkpoints and sample grids every 2,000 steps."""
+    return common.binarized_mnist5k(
+        model,
+        model_config,
+        num_steps=num_steps,
+        log_every=200,
+        eval_every=2_000,
+        checkpoint_every=2_000,
+        sample_every=2_000,
+    )
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = energy_config("rbm", rbm_model_config(), num_steps=10_000)
-    apply_variants(config, arg, apply_variant)
+    common.apply_variants(config, arg, VARIANTS)
     return config
 
 
-_VARIANTS = ("default", "cd1", "cd10", "cd25", "pcd", "tiny")
-
-
-def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
-    """Applies one named variant in place."""
-    mc = config.model_config
-    if variant in ("", "default", "cd1"):
-        return
-    if variant in ("cd10", "cd25"):
-        mc.sampler, mc.gibbs_steps = "cd", int(variant[2:])
-    elif variant == "pcd":
-        mc.sampler, mc.gibbs_steps = "pcd", 1
-    elif variant == "tiny":
-        apply_tiny(config)
-        mc.num_hidden = 16
-    else:
-        raise ValueError(f"unknown config variant {variant!r}; allowed: {_VARIANTS}")
-
-
 def apply_tiny(config: ml_collections.ConfigDict) -> None:
-    """The shared `tiny` settings of the energy configs: digits8x8, a few steps, cheap AIS."""
+    """The shared `tiny` settings of the energy configs: `common.apply_tiny` and cheap AIS."""
+    common.apply_tiny(config)
     mc = config.model_config
-    config.dataset = "digits8x8"
-    config.batch_size = 20
-    config.eval_batch_size = 200
-    config.num_steps = 20
-    config.log_every = 5
-    config.eval_every = 10
-    config.checkpoint_every = 10
-    config.sample_every = 0
-    config.num_samples = 16
-    config.progress_bar = False
     mc.ais_chains, mc.ais_betas = 16, 300
     mc.monitor_ais_chains, mc.monitor_ais_betas = 8, 100
     mc.sample_gibbs_steps = 50
+
+
+def _cd(k: int):
+    def variant(config: ml_collections.ConfigDict) -> None:
+        config.model_config.sampler, config.model_config.gibbs_steps = "cd", k
+
+    return variant
+
+
+def _pcd(config: ml_collections.ConfigDict) -> None:
+    config.model_config.sampler, config.model_config.gibbs_steps = "pcd", 1
+
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+    apply_tiny(config)
+    config.model_config.num_hidden = 16
+
+
+VARIANTS = {"cd1": _cd(1), "cd10": _cd(10), "cd25": _cd(25), "pcd": _pcd, "tiny": _tiny}

@@ -74,3 +74,38 @@ def active_units(posterior_means: np.ndarray, threshold: float = 1e-2) -> int:
       posterior_means: (N, U), E_q[z | x_n] for every test example.
     """
     return int(np.sum(np.var(np.asarray(posterior_means, np.float64), axis=0) > threshold))
+
+
+def log_mean_exp(member_log_probs: jax.Array) -> jax.Array:
+    """Mixture of K equally weighted members: (K, B) log p_k(x) -> (B,) log (1/K) sum_k p_k."""
+    return iwae_bound(member_log_probs, axis=0)  # logsumexp - log K
+
+
+def ensemble_outputs(member_log_probs: jax.Array, log_det: jax.Array) -> dict:
+    """Per-example eval outputs from (K, B) member log-likelihoods: the ensemble and member 0."""
+    return {
+        "log_likelihood": log_mean_exp(member_log_probs) + log_det,
+        "single_log_likelihood": member_log_probs[0] + log_det,
+    }
+
+
+def summarize_ensemble(
+    outputs: dict, final: bool, num_dims: int, num_members: int, member_name: str
+) -> dict:
+    """eval.json fields for an exact model evaluated as a K-member ensemble.
+
+    `test_nll_nats` is the ensemble (K = 1: the single member), estimator 'exact' or
+    'exact-ensemble-K'; `single_{member_name}_nll_nats` etc. are member 0's.
+    """
+    if not final:
+        return {
+            "nll": float(-np.mean(outputs["log_likelihood"])),
+            f"single_{member_name}_nll": float(-np.mean(outputs["single_log_likelihood"])),
+        }
+    estimator = "exact" if num_members == 1 else f"exact-ensemble-{num_members}"
+    summary = summarize_log_likelihood(outputs["log_likelihood"], num_dims, estimator)
+    single = summarize_log_likelihood(outputs["single_log_likelihood"], num_dims, "exact")
+    for field in ("test_nll_nats", "test_nll_stderr", "test_bits_per_dim"):
+        summary[f"single_{member_name}_{field.removeprefix('test_')}"] = single[field]
+    summary[f"num_eval_{member_name}s"] = num_members
+    return summary

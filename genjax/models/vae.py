@@ -29,6 +29,7 @@ from genjax.evaluate.likelihood import (
     chunked_iwae_log_likelihood,
     summarize_log_likelihood,
 )
+from genjax.models import checks
 from genjax.models.base import GradientModel
 
 ARCHITECTURES = ("mlp", "conv")
@@ -238,13 +239,9 @@ class VAE(GradientModel):
     @classmethod
     def validate_config(cls, config) -> None:
         mc = config.model_config
-        for field, allowed in (
-            ("architecture", ARCHITECTURES),
-            ("objective", OBJECTIVES),
-            ("likelihood", LIKELIHOODS),
-        ):
-            if mc[field] not in allowed:
-                raise ValueError(f"config.model_config.{field}={mc[field]!r}; allowed: {allowed}")
+        checks.check_choices(
+            mc, {"architecture": ARCHITECTURES, "objective": OBJECTIVES, "likelihood": LIKELIHOODS}
+        )
         if len(mc.hidden_sizes) != len(mc.latent_sizes) or not mc.latent_sizes:
             raise ValueError(
                 "config.model_config.hidden_sizes needs one tuple per stochastic layer in "
@@ -253,14 +250,15 @@ class VAE(GradientModel):
         sizes = [s for layer in mc.hidden_sizes for s in layer] + list(mc.latent_sizes)
         if any(int(s) <= 0 for s in sizes):
             raise ValueError(f"config.model_config sizes must be positive, got {sizes}.")
-        for field in (
-            "num_importance_samples",
-            "eval_importance_samples",
-            "eval_chunk_size",
-            "monitor_importance_samples",
-        ):
-            if not isinstance(mc[field], int) or mc[field] <= 0:
-                raise ValueError(f"config.model_config.{field}={mc[field]!r} must be positive.")
+        checks.check_positive_ints(
+            mc,
+            (
+                "num_importance_samples",
+                "eval_importance_samples",
+                "eval_chunk_size",
+                "monitor_importance_samples",
+            ),
+        )
         if mc.eval_importance_samples % mc.eval_chunk_size:
             raise ValueError(
                 f"config.model_config.eval_importance_samples={mc.eval_importance_samples} must "
@@ -277,10 +275,9 @@ class VAE(GradientModel):
                 "config.model_config.architecture='conv' needs images whose height and width "
                 f"are multiples of 4; {spec.name!r} has examples of shape {spec.example_shape}."
             )
-        if mc.likelihood == "bernoulli" and not spec.binarized:
-            raise ValueError(
-                "config.model_config.likelihood='bernoulli' needs binary data: set "
-                "config.preprocess.binarize to 'dynamic' or 'fixed', or use likelihood='gaussian'."
+        if mc.likelihood == "bernoulli":
+            checks.require_binary(
+                spec, "config.model_config.likelihood='bernoulli'", "likelihood='gaussian'"
             )
         self.latent_sizes = tuple(int(s) for s in mc.latent_sizes)
         self.network = VAENetwork(

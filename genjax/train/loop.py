@@ -42,7 +42,10 @@ class Experiment:
         self.config = config
         self.dataset = load_dataset(config)
         self.spec = self.dataset.spec
-        self.model = models.build(config, self.spec)
+        try:  # checks that need the data (e.g. a Bernoulli model on unbinarized data)
+            self.model = models.build(config, self.spec)
+        except ValueError as error:
+            raise config_lib.ConfigError(str(error)) from error
         self.mesh = parallel.make_mesh()
         self._example_x = np.zeros((1, *self.spec.example_shape), np.float32)
         abstract_state = jax.eval_shape(

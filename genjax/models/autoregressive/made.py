@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import objectives
-from genjax.evaluate.likelihood import summarize_log_likelihood
+from genjax.evaluate.likelihood import ensemble_outputs, summarize_ensemble
+from genjax.models import checks
 from genjax.models.autoregressive import masked
 from genjax.models.base import GradientModel
 
@@ -80,41 +81,6 @@ def mask_set_degrees(
     return [np.stack(layer) for layer in zip(*sets, strict=True)]
 
 
-def log_mean_exp(member_log_probs: jax.Array) -> jax.Array:
-    """Mixture of K equally weighted members: (K, B) log p_k(x) -> (B,) log (1/K) sum_k p_k."""
-    return objectives.iwae_bound(member_log_probs, axis=0)  # logsumexp - log K
-
-
-def ensemble_outputs(member_log_probs: jax.Array, log_det: jax.Array) -> dict:
-    """Per-example eval outputs from (K, B) member log-likelihoods: the ensemble and member 0."""
-    return {
-        "log_likelihood": log_mean_exp(member_log_probs) + log_det,
-        "single_log_likelihood": member_log_probs[0] + log_det,
-    }
-
-
-def summarize_ensemble(
-    outputs: dict, final: bool, num_dims: int, num_members: int, member_name: str
-) -> dict:
-    """eval.json fields for an exact model evaluated as a K-member ensemble.
-
-    `test_nll_nats` is the ensemble (K = 1: the single member), estimator 'exact' or
-    'exact-ensemble-K'; `single_{member_name}_nll_nats` etc. are member 0's.
-    """
-    if not final:
-        return {
-            "nll": float(-np.mean(outputs["log_likelihood"])),
-            f"single_{member_name}_nll": float(-np.mean(outputs["single_log_likelihood"])),
-        }
-    estimator = "exact" if num_members == 1 else f"exact-ensemble-{num_members}"
-    summary = summarize_log_likelihood(outputs["log_likelihood"], num_dims, estimator)
-    single = summarize_log_likelihood(outputs["single_log_likelihood"], num_dims, "exact")
-    for field in ("test_nll_nats", "test_nll_stderr", "test_bits_per_dim"):
-        summary[f"single_{member_name}_{field.removeprefix('test_')}"] = single[field]
-    summary[f"num_eval_{member_name}s"] = num_members
-    return summary
-
-
 class MADE(GradientModel):
     """The MADE family for binary data (`config.model = 'made'`).
 
@@ -133,40 +99,22 @@ class MADE(GradientModel):
     @classmethod
     def validate_config(cls, config) -> None:
         mc = config.model_config
-        if mc.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"config.model_config.activation={mc.activation!r}; allowed: {tuple(ACTIVATIONS)}"
-            )
-        if mc.degrees not in masked.DEGREE_MODES:
-            raise ValueError(
-                f"config.model_config.degrees={mc.degrees!r}; allowed: {masked.DEGREE_MODES}"
-            )
-        if not all(isinstance(size, int) and size > 0 for size in mc.hidden_sizes):
-            raise ValueError(
-                f"config.model_config.hidden_sizes={tuple(mc.hidden_sizes)!r} must be positive "
-                "integers."
-            )
-        for field in ("num_masks", "num_eval_masks"):
-            if not isinstance(mc[field], int) or mc[field] <= 0:
-                raise ValueError(f"config.model_config.{field}={mc[field]!r} must be positive.")
+        checks.check_choices(mc, {"activation": tuple(ACTIVATIONS), "degrees": masked.DEGREE_MODES})
+        checks.check_sizes(
+            mc, "hidden_sizes", meaning="one per masked hidden layer", allow_empty=True
+        )
+        checks.check_positive_ints(mc, ("num_masks", "num_eval_masks"))
+        checks.check_bools(mc, ("order_agnostic",))
         if mc.num_eval_masks > mc.num_masks:
             raise ValueError(
                 f"config.model_config.num_eval_masks={mc.num_eval_masks} must be at most "
                 f"config.model_config.num_masks={mc.num_masks} (only trained mask sets are "
                 "evaluated)."
             )
-        if not isinstance(mc.order_agnostic, bool):
-            raise ValueError(
-                f"config.model_config.order_agnostic={mc.order_agnostic!r}; allowed: (True, False)"
-            )
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
-        if not spec.binarized:
-            raise ValueError(
-                "MADE models Bernoulli data: set config.preprocess.binarize to 'dynamic' or "
-                f"'fixed' ({spec.name!r} is not binarized)."
-            )
+        checks.require_binary(spec, "config.model='made' (Bernoulli conditionals)")
         mc = config.model_config
         self.num_inputs = spec.num_dims
         self.hidden_sizes = tuple(int(size) for size in mc.hidden_sizes)

@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import objectives
-from genjax.models.autoregressive.made import ensemble_outputs, summarize_ensemble
+from genjax.evaluate.likelihood import ensemble_outputs, summarize_ensemble
+from genjax.models import checks
 from genjax.models.base import GradientModel
 
 
@@ -211,18 +212,9 @@ class NADE(GradientModel):
     @classmethod
     def validate_config(cls, config) -> None:
         mc = config.model_config
-        for field in ("num_hidden", "num_eval_orderings"):
-            if not isinstance(mc[field], int) or mc[field] <= 0:
-                raise ValueError(f"config.model_config.{field}={mc[field]!r} must be positive.")
-        for field in ("order_agnostic", "mask_input"):
-            if not isinstance(mc[field], bool):
-                raise ValueError(
-                    f"config.model_config.{field}={mc[field]!r}; allowed: (True, False)"
-                )
-        if mc.pass_method not in PASS_METHODS:
-            raise ValueError(
-                f"config.model_config.pass_method={mc.pass_method!r}; allowed: {PASS_METHODS}"
-            )
+        checks.check_positive_ints(mc, ("num_hidden", "num_eval_orderings"))
+        checks.check_bools(mc, ("order_agnostic", "mask_input"))
+        checks.check_choice(mc, "pass_method", PASS_METHODS)
         if mc.num_eval_orderings > 1 and not mc.order_agnostic:
             raise ValueError(
                 f"config.model_config.num_eval_orderings={mc.num_eval_orderings} needs "
@@ -232,11 +224,7 @@ class NADE(GradientModel):
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
-        if not spec.binarized:
-            raise ValueError(
-                "NADE models Bernoulli data: set config.preprocess.binarize to 'dynamic' or "
-                f"'fixed' ({spec.name!r} is not binarized)."
-            )
+        checks.require_binary(spec, "config.model='nade' (Bernoulli conditionals)")
         mc = config.model_config
         self.num_inputs = spec.num_dims
         self.orders = eval_orderings(config.seed, self.num_inputs, mc.num_eval_orderings)

@@ -53,7 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import objectives
-from genjax.evaluate.likelihood import summarize_log_likelihood
+from genjax.evaluate.likelihood import log_mean_exp, summarize_log_likelihood
+from genjax.models import checks
 from genjax.models.base import GradientModel
 
 ARCHITECTURES = ("gated", "pixelcnn")
@@ -354,10 +355,6 @@ def head_sample(likelihood: str, outputs: jax.Array, key: jax.Array, num_levels:
 # ----------------------------------------------------------------------------- the family
 
 
-def _is_positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 class PixelCNN(GradientModel):
     """PixelCNN and Gated PixelCNN (`config.model = 'pixelcnn'`); exact log-likelihood.
 
@@ -381,22 +378,24 @@ class PixelCNN(GradientModel):
     @classmethod
     def validate_config(cls, config) -> None:
         mc = config.model_config
-        for field, allowed in (("architecture", ARCHITECTURES), ("likelihood", LIKELIHOODS)):
-            if mc[field] not in allowed:
-                raise ValueError(f"config.model_config.{field}={mc[field]!r}; allowed: {allowed}")
-        for field in ("num_layers", "features", "output_features", "num_mixtures"):
-            if not _is_positive_int(mc[field]):
-                raise ValueError(f"config.model_config.{field}={mc[field]!r} must be positive.")
+        checks.check_choices(mc, {"architecture": ARCHITECTURES, "likelihood": LIKELIHOODS})
+        checks.check_positive_ints(
+            mc,
+            (
+                "num_layers",
+                "features",
+                "output_features",
+                "num_mixtures",
+                "kernel_size",
+                "first_kernel_size",
+            ),
+        )
         for field in ("kernel_size", "first_kernel_size"):
-            if not _is_positive_int(mc[field]) or mc[field] < 3 or mc[field] % 2 == 0:
+            if mc[field] < 3 or mc[field] % 2 == 0:
                 raise ValueError(
                     f"config.model_config.{field}={mc[field]!r}; allowed: odd integers >= 3."
                 )
-        if mc.class_conditional not in (True, False):
-            raise ValueError(
-                f"config.model_config.class_conditional={mc.class_conditional!r}; "
-                "allowed: (True, False)"
-            )
+        checks.check_bools(mc, ("class_conditional",))
         if mc.class_conditional and mc.architecture != "gated":
             raise ValueError(
                 "config.model_config.class_conditional=True needs "
@@ -441,11 +440,11 @@ class PixelCNN(GradientModel):
                 f"{spec.name!r} has examples of shape {spec.example_shape}, "
                 f"num_levels={spec.num_levels}, value range {spec.value_range}."
             )
-        if mc.likelihood == "bernoulli" and not spec.binarized:
-            raise ValueError(
-                "config.model_config.likelihood='bernoulli' needs binary data: set "
-                "config.preprocess.binarize to 'dynamic' or 'fixed', or use "
-                "likelihood='categorical' or 'logistic_mixture'."
+        if mc.likelihood == "bernoulli":
+            checks.require_binary(
+                spec,
+                "config.model_config.likelihood='bernoulli'",
+                "likelihood='categorical' or 'logistic_mixture'",
             )
         if mc.class_conditional and not spec.num_classes:
             raise ValueError(
@@ -505,16 +504,43 @@ class PixelCNN(GradientModel):
         metrics = {"train/bits_per_dim": objectives.bits_per_dim(nll, self.spec.num_dims)}
         return nll, (metrics, extras)
 
+    def marginal_log_prob(self, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """A class-conditional model's exact log p(x) = log (1/K) sum_y p(x | y) under a uniform
+        label prior, with the (K, B) log p(x | y) it sums; one label at a time."""
+        per_label = jax.lax.map(
+            lambda label: self.log_prob(params, x, jnp.full(x.shape[:1], label)),
+            jnp.arange(self.num_classes),
+        )
+        return log_mean_exp(per_label), per_label
+
     def eval_step(self, state, batch, keys, final):
+        """Exact log p(x); a class-conditional model also gives log p(x | y) of the true label."""
         del keys, final  # one exact evaluation serves both
-        return {"log_likelihood": self.log_prob(state.params, batch["x"], self._labels(batch))}
+        if self.num_classes is None:
+            return {"log_likelihood": self.log_prob(state.params, batch["x"])}
+        marginal, per_label = self.marginal_log_prob(state.params, batch["x"])
+        conditional = jnp.take_along_axis(per_label, batch["label"][None], axis=0)[0]
+        return {"log_likelihood": marginal, "conditional_log_likelihood": conditional}
 
     def summarize(self, outputs, final, constants):
+        """`test_nll_nats` is always -log p(x), comparable with unconditional models; a
+        class-conditional model adds `conditional_nll_nats` etc., -log p(x | y)."""
         del constants
-        summary = summarize_log_likelihood(outputs["log_likelihood"], self.spec.num_dims, "exact")
+        num_dims = self.spec.num_dims
+        summary = summarize_log_likelihood(outputs["log_likelihood"], num_dims, "exact")
+        if "conditional_log_likelihood" in outputs:
+            conditional = summarize_log_likelihood(
+                outputs["conditional_log_likelihood"], num_dims, "exact"
+            )
+            for field in ("test_nll_nats", "test_nll_stderr", "test_bits_per_dim"):
+                summary[f"conditional_{field.removeprefix('test_')}"] = conditional[field]
+            summary["label_prior"] = "uniform"
         if final:
             return summary
-        return {"nll": summary["test_nll_nats"], "bits_per_dim": summary["test_bits_per_dim"]}
+        monitor = {"nll": summary["test_nll_nats"], "bits_per_dim": summary["test_bits_per_dim"]}
+        if "conditional_nll_nats" in summary:
+            monitor["conditional_nll"] = summary["conditional_nll_nats"]
+        return monitor
 
     # ------------------------------------------------------------------ sampling
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from genjax.evaluate import ais
 from genjax.evaluate.likelihood import summarize_log_likelihood
+from genjax.models import checks
 from genjax.models.energy import rbm
 
 # model_config fields of every energy family that only change evaluation.
@@ -20,25 +21,11 @@ EVALUATION_FIELDS = (
 )
 
 
-def check_choice(mc, field: str, allowed: tuple) -> None:
-    """Raises ValueError unless `config.model_config.<field>` is one of `allowed`."""
-    if mc[field] not in allowed:
-        raise ValueError(f"config.model_config.{field}={mc[field]!r}; allowed: {allowed}")
-
-
-def check_positive_ints(mc, fields) -> None:
-    """Raises ValueError unless each `config.model_config.<field>` is a positive integer."""
-    for field in fields:
-        value = mc[field]
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"config.model_config.{field}={value!r} must be a positive integer.")
-
-
 def check_shared_fields(mc) -> None:
     """The fields every energy family shares: initial weight scale, AIS and sampling."""
     if not mc.weight_scale > 0:
         raise ValueError(f"config.model_config.weight_scale={mc.weight_scale!r} must be > 0.")
-    check_positive_ints(
+    checks.check_positive_ints(
         mc,
         (
             "ais_chains",

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.models import checks
 from genjax.models.energy import common, rbm, rbm_family, staged
 
 BOUND_NAME = "dbm-mean-field-bound"
@@ -292,19 +293,8 @@ class DBM(staged.StagedModel):
     @classmethod
     def validate_config(cls, config) -> None:
         mc = config.model_config
-        sizes = mc.hidden_sizes
-        if (
-            not isinstance(sizes, tuple | list)
-            or len(sizes) != 2
-            or not all(
-                isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes
-            )
-        ):
-            raise ValueError(
-                f"config.model_config.hidden_sizes={sizes!r} must be two positive integers "
-                "(H1, H2): this DBM has two hidden layers."
-            )
-        common.check_positive_ints(
+        checks.check_sizes(mc, "hidden_sizes", 2, "(H1, H2): this DBM has two hidden layers")
+        checks.check_positive_ints(
             mc,
             (
                 "pretrain_gibbs_steps",
@@ -318,11 +308,7 @@ class DBM(staged.StagedModel):
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
-        if not spec.binarized:
-            raise ValueError(
-                "config.model='dbm' has Bernoulli visibles and needs binary data: set "
-                "config.preprocess.binarize to 'dynamic' or 'fixed'."
-            )
+        checks.require_binary(spec, "config.model='dbm' (Bernoulli visibles)")
         self.num_visible = spec.num_dims
         self.joint_start = staged.stage_starts(self.stage_steps)[self.JOINT_STAGE]
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.models import checks
 from genjax.models.energy import common, rbm, rbm_family, staged
 
 BOUND_NAME = "dbn-variational-bound"
@@ -189,29 +190,14 @@ class DBN(staged.StagedModel):
     @classmethod
     def validate_config(cls, config) -> None:
         mc = config.model_config
-        sizes = mc.hidden_sizes
-        if (
-            not isinstance(sizes, tuple | list)
-            or not sizes
-            or not all(
-                isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes
-            )
-        ):
-            raise ValueError(
-                f"config.model_config.hidden_sizes={sizes!r} must be a non-empty tuple of "
-                "positive integers, one per RBM."
-            )
-        common.check_positive_ints(mc, ("gibbs_steps", "eval_bound_samples"))
+        checks.check_sizes(mc, "hidden_sizes", meaning="one per RBM")
+        checks.check_positive_ints(mc, ("gibbs_steps", "eval_bound_samples"))
         common.check_shared_fields(mc)
         super().validate_config(config)
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
-        if not spec.binarized:
-            raise ValueError(
-                "config.model='dbn' stacks Bernoulli RBMs and needs binary data: set "
-                "config.preprocess.binarize to 'dynamic' or 'fixed'."
-            )
+        checks.require_binary(spec, "config.model='dbn' (a stack of Bernoulli RBMs)")
         self.num_visible = spec.num_dims
         self.num_layers = len(config.model_config.hidden_sizes)
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.models import checks
 from genjax.models.base import GradientModel
 from genjax.models.energy import common, rbm
 
@@ -90,18 +91,17 @@ class RBM(GradientModel):
     @classmethod
     def validate_config(cls, config) -> None:
         mc = config.model_config
-        common.check_choice(mc, "visible", VISIBLE_TYPES)
-        common.check_choice(mc, "sampler", SAMPLERS)
-        common.check_positive_ints(mc, ("num_hidden", "gibbs_steps"))
+        checks.check_choice(mc, "visible", VISIBLE_TYPES)
+        checks.check_choice(mc, "sampler", SAMPLERS)
+        checks.check_positive_ints(mc, ("num_hidden", "gibbs_steps"))
         common.check_shared_fields(mc)
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
         mc = config.model_config
-        if mc.visible == "bernoulli" and not spec.binarized:
-            raise ValueError(
-                "config.model_config.visible='bernoulli' needs binary data: set "
-                "config.preprocess.binarize to 'dynamic' or 'fixed', or use visible='gaussian'."
+        if mc.visible == "bernoulli":
+            checks.require_binary(
+                spec, "config.model_config.visible='bernoulli'", "visible='gaussian'"
             )
         self.gaussian = mc.visible == "gaussian"
         self.persistent = mc.sampler == "pcd"

@@ -251,5 +251,5 @@ def test_bad_config_raises_before_writing_anything(tmp_path, field, value, messa
 def test_configs_validate_and_unknown_variant_is_rejected():
     hopfield.validate_config(hopfield_configs.get_config())
     hopfield.validate_config(hopfield_configs.get_config("tiny"))
-    with pytest.raises(ValueError, match="allowed: default, tiny"):
+    with pytest.raises(ValueError, match=r"allowed: \('default', 'tiny'\)"):
         hopfield_configs.get_config("huge")
