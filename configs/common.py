@@ -62,3 +62,27 @@ def apply_variants(
                 "(several may be joined with commas)"
             )
         variants[name](config)
+
+
+def dequantized_mnist5k(
+    model: str, model_config: ml_collections.ConfigDict, **fields
+) -> ml_collections.ConfigDict:
+    """`binarized_mnist5k`'s setup on the 8-bit digits instead: no binarization, uniform
+    dequantization (Uria et al. 2013), for models of continuous densities (flows)."""
+    config = binarized_mnist5k(model, model_config, **fields)
+    config.preprocess.binarize = "none"
+    config.preprocess.dequantize = True
+    return config
+
+
+def apply_toy2d(config: ml_collections.ConfigDict, name: str = "8gaussians") -> None:
+    """A 2-D toy density with a closed form (its entropy is the floor of the test NLL): raw
+    coordinates, batches of 256, evaluation on the 10,000 test points."""
+    config.dataset = f"toy2d/{name}"
+    config.preprocess.binarize = "none"
+    config.preprocess.dequantize = False
+    config.preprocess.logit_alpha = 0.0
+    config.preprocess.scale = "unit"
+    config.batch_size = 256
+    config.eval_batch_size = 1000
+    config.num_samples = 2000

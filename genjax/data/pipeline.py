@@ -347,6 +347,13 @@ class Dataset:
         """How many (padded) batches `eval_batches(split, global_batch_size)` yields."""
         return -(-len(self._splits[split]["label"]) // global_batch_size)
 
+    def init_batch(self, num: int) -> np.ndarray:
+        """The first `num` training examples, preprocessed (random steps seeded by
+        `config.seed`): the same array in every process, for data-dependent initialisation."""
+        indices = np.arange(min(num, self.spec.num_train))
+        rng = np.random.default_rng([self.seed, 3])
+        return self._batch("train", indices, rng)["x"]
+
     def eval_batches(self, split: str, global_batch_size: int) -> Iterator[dict]:
         """One deterministic pass over a split, padded to whole batches.
 

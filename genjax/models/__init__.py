@@ -12,6 +12,7 @@ import importlib
 _FAMILIES: dict[str, str] = {
     "dbm": "genjax.models.energy.dbm:DBM",
     "dbn": "genjax.models.energy.dbn:DBN",
+    "flow": "genjax.models.flow:FlowModel",
     "made": "genjax.models.autoregressive.made:MADE",
     "nade": "genjax.models.autoregressive.nade:NADE",
     "pixelcnn": "genjax.models.autoregressive.pixelcnn:PixelCNN",

@@ -38,6 +38,9 @@ class Model(abc.ABC):
       evaluation_fields: `model_config` fields that affect evaluation only.
       sharded_extras: names of `state.extras` entries whose leading axis is the global batch
         and that are split over devices with it (persistent chains); the rest is replicated.
+      init_batch_size: 0, or how many real training examples `init` needs as `example_x`
+        (data-dependent initialisation, e.g. Glow's ActNorm); the trainer then passes the
+        first `init_batch_size` preprocessed training examples instead of zeros.
     """
 
     main_metric: str = "train/loss"
@@ -46,6 +49,7 @@ class Model(abc.ABC):
     # with other values (every other model_config field must match the saved run).
     evaluation_fields: tuple[str, ...] = ()
     sharded_extras: tuple[str, ...] = ()
+    init_batch_size: int = 0
 
     def __init__(self, config, spec):
         self.config = config
@@ -101,6 +105,12 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def sample(self, state: TrainState, key: jax.Array, num: int) -> jax.Array:
         """`num` samples in data space, shape (num, *example_shape)."""
+
+    def log_density(self, state: TrainState, x: jax.Array) -> jax.Array | None:
+        """Exact log p(x) in model space, (N, *example_shape) -> (N,), for density plots of
+        2-D data; None (the default) when the family has no tractable density."""
+        del state, x
+        return None
 
 
 class GradientModel(Model):

@@ -18,8 +18,8 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from genjax import models
-from genjax.data import load_dataset
-from genjax.evaluate import plots
+from genjax.data import load_dataset, toy2d
+from genjax.evaluate import likelihood, plots
 from genjax.train import config as config_lib
 from genjax.train import parallel
 from genjax.train.checkpoint import Checkpointer
@@ -68,9 +68,15 @@ class Experiment:
         self._sample = jax.jit(self.model.sample, static_argnums=2)
 
     def init_state(self):
-        """A new step-0 state on the mesh: replicated, except the model's sharded extras."""
+        """A new step-0 state on the mesh: replicated, except the model's sharded extras.
+
+        A model with `init_batch_size` is initialised on that many real training examples.
+        """
         key = jax.random.key(self.config.seed)
-        state = jax.jit(self.model.create_state)(key, self._example_x)
+        example_x = self._example_x
+        if self.model.init_batch_size:
+            example_x = self.dataset.init_batch(self.model.init_batch_size)
+        state = jax.jit(self.model.create_state)(key, example_x)
         return parallel.place(state, self.mesh, self.state_spec)
 
     def _eval_step(self, state, key, batch, final):
@@ -104,7 +110,11 @@ class Experiment:
             keep = np.asarray(outputs.pop("mask")) > 0
             chunks.append({name: np.asarray(value)[keep] for name, value in outputs.items()})
         outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-        return self.model.summarize(outputs, final, constants)
+        summary = self.model.summarize(outputs, final, constants)
+        if final and "test_nll_nats" in summary:
+            dequantized = bool(self.config.preprocess.dequantize)
+            summary.update(likelihood.data_space_fields(summary, self.spec, dequantized))
+        return summary
 
     def sample(self, state, num: int | None = None, seed: int = 0) -> np.ndarray:
         """Samples from the model, mapped back to the data's unit-interval space."""
@@ -265,10 +275,34 @@ def final_evaluation(experiment: Experiment, state, workdir: str) -> dict:
     if _is_main_process():
         write_json_atomic(os.path.join(workdir, EVAL_FILE), results)
         _save_step_samples(experiment, state, workdir, results["step"])
+        _save_density_plot(experiment, state, workdir)
         metrics_path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(metrics_path):
             plots.save_loss_curves(metrics_path, os.path.join(workdir, "loss_curves.png"))
     return results
+
+
+def _save_density_plot(experiment: Experiment, state, workdir: str) -> None:
+    """density.png for 2-D data when the family has a density: model vs the true density."""
+    spec = experiment.spec
+    if spec.example_shape != (2,):
+        return
+    log_density = jax.jit(experiment.model.log_density)
+    if jax.eval_shape(log_density, state, jax.ShapeDtypeStruct((1, 2), np.float32)) is None:
+        return
+    name = spec.name.removeprefix("toy2d/")
+    reference = None
+    if spec.name.startswith("toy2d/") and toy2d.has_density(name):
+        reference = functools.partial(toy2d.log_prob, name)
+    test_x = next(experiment.dataset.eval_batches("test", 1000))["x"]
+    bound = float(np.ceil(np.abs(test_x).max() * 1.1))
+    plots.save_density_2d(
+        lambda points: log_density(state, points),
+        os.path.join(workdir, "density.png"),
+        bounds=(-bound, bound),
+        reference_log_prob_fn=reference,
+        title=f"{experiment.config.model} on {spec.name}",
+    )
 
 
 def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None) -> dict | None:

@@ -1,0 +1,1 @@
+"""Bijectors with log-det bookkeeping, base distributions and flows (see `bijector.py`)."""

@@ -1,0 +1,199 @@
+"""Normalizing flows as a model family (`config.model = 'flow'`).
+
+A `genjax.flows.Flow`: a standard-normal base pushed through a bijector built from
+`model_config.architecture`:
+
+  realnvp  affine couplings (checkerboard and channel masks, squeeze, multi-scale factor-out)
+           for images; alternating half masks for flat data (Dinh et al. 2017).
+  glow     ActNorm, invertible 1x1 convolution (`lu` for the LU form) and affine coupling per
+           step, multi-scale (Kingma & Dhariwal 2018); on flat data the same steps on vectors.
+  maf      MADE-conditioned affine autoregressive layers with reversals between them
+           (Papamakarios et al. 2017); the density pass is one network call per layer,
+           sampling is sequential.
+  planar, radial  Rezende & Mohamed (2015). They have no inverse, so no density of data; they
+           are fitted to a known toy2d density by the reverse KL (`objective='reverse_kl'`).
+
+Objectives:
+  max_likelihood  -mean log p(x) over the batch, with the log-det of the preprocessing steps
+                  (`batch['log_det']`) added, so the likelihood is that of the [0, 1] data.
+  reverse_kl      E_q[log q(x) - log p*(x)] with x ~ q (the flow), p* the toy2d density; it is
+                  KL(q || p*) >= 0, estimated from `batch_size` samples per step.
+
+Evaluation (`eval.json`): the exact test NLL (`nll_estimator: 'exact'`), its space
+(`nll_space`, added by the trainer: for dequantized images `test_bits_per_dim` is in the
+discrete 256-level space of published tables), and on toy2d densities the true entropy and the
+gap `entropy_gap_nats` = NLL - H[p] >= 0 (up to sampling error), the floor no model can beat.
+The reverse-KL flows report `reverse_kl_nats` instead.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax import objectives
+from genjax.data import toy2d
+from genjax.evaluate.likelihood import summarize_log_likelihood
+from genjax.flows import autoregressive, coupling, glow, planar
+from genjax.flows.bijector import Bijector, Chain
+from genjax.flows.flow import Flow
+from genjax.models import checks
+from genjax.models.base import GradientModel
+
+ARCHITECTURES = ("realnvp", "glow", "maf", "planar", "radial")
+FORWARD_ONLY = ("planar", "radial")
+INVERTIBLE = tuple(name for name in ARCHITECTURES if name not in FORWARD_ONLY)
+OBJECTIVES = ("max_likelihood", "reverse_kl")
+
+
+def _toy_name(dataset: str) -> str | None:
+    """'8gaussians' for 'toy2d/8gaussians' when that density is known in closed form."""
+    if not dataset.startswith("toy2d/"):
+        return None
+    name = dataset.removeprefix("toy2d/")
+    return name if toy2d.has_density(name) else None
+
+
+class FlowModel(GradientModel):
+    """Normalizing flows (`config.model = 'flow'`); see the module docstring.
+
+    model_config fields:
+      architecture: one of ARCHITECTURES.
+      objective: 'max_likelihood' | 'reverse_kl' (planar and radial need 'reverse_kl').
+      num_layers: couplings (flat realnvp), steps per scale (glow), MAF layers, or planar /
+        radial layers.
+      num_scales: scales of the multi-scale image architectures (realnvp, glow).
+      hidden_features: width of the conditioner networks (channels for images).
+      num_hidden_layers: hidden layers of each conditioner.
+      lu: Glow's LU-decomposed 1x1 convolution (else plain slogdet).
+      init_examples: training examples for the data-dependent ActNorm initialisation (glow).
+    """
+
+    main_metric = "train/loss"
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        mc = config.model_config
+        checks.check_choices(mc, {"architecture": ARCHITECTURES, "objective": OBJECTIVES})
+        checks.check_positive_ints(
+            mc,
+            ("num_layers", "num_scales", "hidden_features", "num_hidden_layers", "init_examples"),
+        )
+        checks.check_bools(mc, ("lu",))
+        forward_only = mc.architecture in FORWARD_ONLY
+        if forward_only != (mc.objective == "reverse_kl"):
+            raise ValueError(
+                f"config.model_config.architecture={mc.architecture!r} with "
+                f"config.model_config.objective={mc.objective!r}: planar and radial flows have "
+                "no inverse, so they are fitted by objective='reverse_kl' to a known density; "
+                f"the invertible architectures {INVERTIBLE} use objective='max_likelihood'."
+            )
+        if mc.objective == "reverse_kl" and _toy_name(config.dataset) is None:
+            raise ValueError(
+                f"config.model_config.objective='reverse_kl' needs a known target density: "
+                f"config.dataset={config.dataset!r}; allowed: "
+                f"{tuple('toy2d/' + name for name in toy2d.DENSITY_NAMES)}"
+            )
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        mc = config.model_config
+        if mc.objective == "max_likelihood" and spec.binarized:
+            raise ValueError(
+                f"config.model='flow' models continuous densities; config.dataset={spec.name!r} "
+                "is binarized: set config.preprocess.binarize='none' and "
+                "config.preprocess.dequantize=True."
+            )
+        if spec.num_levels is not None and not config.preprocess.dequantize:
+            raise ValueError(
+                f"config.model='flow' on discrete data ({spec.name!r}, {spec.num_levels} levels) "
+                "needs config.preprocess.dequantize=True: a density on unjittered discrete "
+                "values is unbounded."
+            )
+        self.toy_name = _toy_name(spec.name)
+        self.flow = Flow(build_bijector(mc, spec.example_shape), spec.example_shape)
+        self.init_batch_size = mc.init_examples if mc.architecture == "glow" else 0
+
+    def init(self, key, example_x):
+        # Flow.__call__ is log_prob: data enters through the inverse direction, which is the
+        # side ActNorm's data-dependent initialisation standardises.
+        return self.flow.init(key, jnp.asarray(example_x)), {}
+
+    def _log_prob(self, params, x):
+        return self.flow.apply(params, x, method=Flow.log_prob)
+
+    def _reverse_kl_terms(self, params, key, num):
+        """log q(x) - log p*(x) for `num` draws x ~ q: (num,)."""
+        x, log_q = self.flow.apply(params, key, num, method=Flow.sample_and_log_prob)
+        return log_q - toy2d.log_prob(self.toy_name, x)
+
+    def loss(self, params, extras, batch, keys):
+        if self.config.model_config.objective == "reverse_kl":
+            kl = self._reverse_kl_terms(params, keys[0], batch["x"].shape[0]).mean()
+            return kl, ({"train/reverse_kl": kl}, extras)
+        log_p = self._log_prob(params, batch["x"]) + batch["log_det"]  # (B,)
+        nll = -log_p.mean()
+        return nll, (
+            {"train/bits_per_dim": objectives.bits_per_dim(nll, self.spec.num_dims)},
+            extras,
+        )
+
+    def eval_step(self, state, batch, keys, final):
+        del final  # exact: one evaluation serves monitoring and eval.json
+        if self.config.model_config.objective == "reverse_kl":
+            # One draw from q per test example: the KL estimate uses as many samples.
+            terms = jax.vmap(lambda key: self._reverse_kl_terms(state.params, key, 1)[0])(keys)
+            return {"reverse_kl": terms}
+        return {"log_likelihood": self._log_prob(state.params, batch["x"]) + batch["log_det"]}
+
+    def summarize(self, outputs, final, constants):
+        del constants
+        if "reverse_kl" in outputs:
+            terms = np.asarray(outputs["reverse_kl"], np.float64)
+            stderr = float(np.std(terms, ddof=1) / np.sqrt(len(terms)))
+            return {"reverse_kl_nats": float(np.mean(terms)), "reverse_kl_stderr": stderr}
+        summary = summarize_log_likelihood(outputs["log_likelihood"], self.spec.num_dims, "exact")
+        if self.toy_name is not None:
+            entropy, entropy_stderr = toy2d.entropy(self.toy_name)
+            summary["entropy_nats"], summary["entropy_stderr"] = entropy, entropy_stderr
+            summary["entropy_gap_nats"] = summary["test_nll_nats"] - entropy
+        if final:
+            return summary
+        monitor = {"nll": summary["test_nll_nats"], "bits_per_dim": summary["test_bits_per_dim"]}
+        if "entropy_gap_nats" in summary:
+            monitor["entropy_gap"] = summary["entropy_gap_nats"]
+        return monitor
+
+    def sample(self, state, key, num):
+        return self.flow.apply(state.params, key, num, method=Flow.sample)
+
+    def log_density(self, state, x):
+        if self.config.model_config.architecture in FORWARD_ONLY:
+            return None
+        return self._log_prob(state.params, x)
+
+
+def build_bijector(mc, event_shape: tuple[int, ...]) -> Bijector:
+    """The bijector of `mc.architecture` for events of `event_shape`, noise -> data: the
+    multi-scale image flows for (H, W, C) images, their flat forms for vectors."""
+    image = len(event_shape) == 3
+    num_dims = int(np.prod(event_shape))
+    hidden = dict(num_hidden_layers=mc.num_hidden_layers)
+    if mc.architecture == "realnvp":
+        if image:
+            return coupling.realnvp_image(
+                mc.num_scales, mc.num_layers, hidden_channels=mc.hidden_features, **hidden
+            )
+        return coupling.realnvp_flat(num_dims, mc.num_layers, mc.hidden_features, **hidden)
+    if mc.architecture == "glow":
+        if image:
+            return glow.glow_image(
+                mc.num_scales, mc.num_layers, mc.hidden_features, lu=mc.lu, **hidden
+            )
+        return glow.glow_flat(num_dims, mc.num_layers, mc.hidden_features, lu=mc.lu, **hidden)
+    if mc.architecture == "maf":
+        hidden_sizes = (mc.hidden_features,) * mc.num_hidden_layers
+        return autoregressive.maf_flow(num_dims, mc.num_layers, hidden_sizes)
+    layer = planar.Planar if mc.architecture == "planar" else planar.Radial
+    return Chain([layer() for _ in range(mc.num_layers)])
