@@ -36,7 +36,7 @@ from genjax import objectives
 from genjax.data import toy2d
 from genjax.evaluate.likelihood import summarize_log_likelihood
 from genjax.flows import autoregressive, coupling, glow, planar
-from genjax.flows.bijector import Bijector, Chain
+from genjax.flows.bijector import Bijector
 from genjax.flows.flow import Flow
 from genjax.models import checks
 from genjax.models.base import GradientModel
@@ -116,6 +116,9 @@ class FlowModel(GradientModel):
         self.init_batch_size = mc.init_examples if mc.architecture == "glow" else 0
 
     def init(self, key, example_x):
+        if self.config.model_config.architecture in FORWARD_ONLY:  # no inverse to trace
+            init_key, sample_key = jax.random.split(key)
+            return self.flow.init(init_key, sample_key, 2, method=Flow.sample_and_log_prob), {}
         # Flow.__call__ is log_prob: data enters through the inverse direction, which is the
         # side ActNorm's data-dependent initialisation standardises.
         return self.flow.init(key, jnp.asarray(example_x)), {}
@@ -195,5 +198,6 @@ def build_bijector(mc, event_shape: tuple[int, ...]) -> Bijector:
     if mc.architecture == "maf":
         hidden_sizes = (mc.hidden_features,) * mc.num_hidden_layers
         return autoregressive.maf_flow(num_dims, mc.num_layers, hidden_sizes)
-    layer = planar.Planar if mc.architecture == "planar" else planar.Radial
-    return Chain([layer() for _ in range(mc.num_layers)])
+    if mc.architecture == "planar":
+        return planar.planar_flow(mc.num_layers)
+    return planar.radial_flow(mc.num_layers)
