@@ -31,6 +31,13 @@ def vae_model_config() -> ml_collections.ConfigDict:
             eval_importance_samples=5000,
             eval_chunk_size=500,
             monitor_importance_samples=100,
+            # Flow posterior on z_1 (configs/vae_flow.py): 'none' | 'planar' | 'iaf', its
+            # number of layers K, the MADE width of an IAF layer, and the width C of the
+            # encoder's context h that conditions the flow (read only with a flow).
+            posterior_flow="none",
+            posterior_flow_layers=4,
+            posterior_flow_hidden=64,
+            context_size=32,
         )
     )
 

@@ -114,8 +114,8 @@ def summarize_ensemble(
 def data_space_fields(summary: dict, spec, dequantized: bool) -> dict:
     """`eval.json` fields saying which space `test_nll_nats` is in, for a final `summary`.
 
-    - Discrete data scored by a probability mass (binary, PixelCNN levels): the NLL is a
-      mass; nothing changes.
+    - Discrete data scored by a probability mass (binarized data, PixelCNN levels): the NLL is
+      a mass; nothing changes.
     - Uniformly dequantized L-level data scored by a density on [0, 1]^D (the NLL includes the
       log-det of every preprocessing step back to that cube): `test_bits_per_dim` becomes the
       discrete-space figure of published tables, (nll + D ln L) / (D ln 2), an upper bound on
@@ -129,6 +129,8 @@ def data_space_fields(summary: dict, spec, dequantized: bool) -> dict:
     """
     if spec.num_levels is None:
         return {"nll_space": "density of the continuous data as given"}
+    if spec.binarized:
+        return {"nll_space": "probability mass of the binary (binarized) data"}
     if not dequantized:
         return {"nll_space": f"probability mass of the {spec.num_levels}-level discrete data"}
     num_dims, num_levels = spec.num_dims, spec.num_levels

@@ -50,6 +50,9 @@ class Model(abc.ABC):
     evaluation_fields: tuple[str, ...] = ()
     sharded_extras: tuple[str, ...] = ()
     init_batch_size: int = 0
+    # model_config fields added after runs were saved without them: {field: the value that
+    # reproduces the old behaviour}, so those runs can still be resumed and re-evaluated.
+    added_field_defaults: dict = {}
 
     def __init__(self, config, spec):
         self.config = config

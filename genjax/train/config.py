@@ -104,7 +104,8 @@ def _check_devices(config, device_count: int, process_count: int) -> None:
 def _check_workdir(config, workdir: str) -> None:
     """A workdir may only be resumed by the same model with the same model_config.
 
-    Fields the family declares evaluation-only (`Model.evaluation_fields`) may differ.
+    Fields the family declares evaluation-only (`Model.evaluation_fields`) may differ; fields
+    added to a family later (`Model.added_field_defaults`) read as their defaults in old runs.
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
@@ -116,9 +117,11 @@ def _check_workdir(config, workdir: str) -> None:
             f"--workdir={workdir!r} holds a run with config.model={saved.get('model')!r}, but "
             f"this config has config.model={config.model!r}. Use a new --workdir."
         )
-    ignored = models.get(config.model).evaluation_fields
+    family = models.get(config.model)
+    ignored = family.evaluation_fields
     current = json.loads(config.model_config.to_json())
-    saved_fields = saved.get("model_config", {})
+    # A field added to the family after the run was saved reads as its declared default.
+    saved_fields = {**family.added_field_defaults, **saved.get("model_config", {})}
     for field in sorted(set(current) | set(saved_fields)):
         if field not in ignored and saved_fields.get(field) != current.get(field):
             _fail(

@@ -301,7 +301,8 @@ def _save_density_plot(experiment: Experiment, state, workdir: str) -> None:
         os.path.join(workdir, "density.png"),
         bounds=(-bound, bound),
         reference_log_prob_fn=reference,
-        title=f"{experiment.config.model} on {spec.name}",
+        title=f"{experiment.config.model_config.get('architecture', experiment.config.model)} "
+        f"on {spec.name}",
     )
 
 

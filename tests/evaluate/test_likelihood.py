@@ -43,3 +43,20 @@ def test_summarize_log_likelihood_matches_numpy():
     assert summary["test_nll_stderr"] == pytest.approx(log_likelihood.std(ddof=1) / 20.0)
     assert summary["test_bits_per_dim"] == pytest.approx(-log_likelihood.mean() / 784 / np.log(2))
     assert summary["nll_estimator"] == "iwae-5000" and summary["num_test_examples"] == 400
+
+
+def test_data_space_fields_name_the_space_and_convert_dequantized_bits_per_dim():
+    from genjax.data.pipeline import DataSpec
+    from genjax.evaluate.likelihood import data_space_fields
+
+    def spec(num_levels, binarized):
+        return DataSpec("d", (4, 4, 1), 10, 10, None, num_levels, binarized, (0.0, 1.0))
+
+    summary = {"test_nll_nats": -20.0, "test_bits_per_dim": -20.0 / (16 * np.log(2))}
+    assert "binar" in data_space_fields(summary, spec(256, True), False)["nll_space"]
+    assert "256-level" in data_space_fields(summary, spec(256, False), False)["nll_space"]
+    assert "continuous" in data_space_fields(summary, spec(None, False), False)["nll_space"]
+    fields = data_space_fields(summary, spec(256, False), True)
+    # 16 dims, 256 levels: (-20 + 16 ln 256) / (16 ln 2) = 8 - 20 / (16 ln 2)
+    assert fields["test_bits_per_dim"] == pytest.approx(8.0 - 20.0 / (16 * np.log(2)))
+    assert fields["test_bits_per_dim_unit_cube"] == summary["test_bits_per_dim"]

@@ -95,7 +95,7 @@ def test_bad_configs_are_refused_before_any_write(tmp_path, overrides, message):
     assert not os.path.exists(tmp_path / "run")
 
 
-@pytest.mark.parametrize("name", INVERTIBLE_CONFIGS)
+@pytest.mark.parametrize("name", ["glow", "maf"])  # realnvp: the image run below
 def test_toy_config_trains_and_reports_the_entropy_gap(tmp_path, name):
     config = importlib.import_module(f"configs.{name}").get_config("toy,tiny")
     workdir = str(tmp_path / "run")
@@ -115,9 +115,8 @@ def test_flow_family_is_registered_under_flow():
     assert models.get("flow") is FlowModel
 
 
-@pytest.mark.parametrize("variant", ["tiny", "radial,tiny"])
-def test_forward_only_flows_are_fitted_by_the_reverse_kl(tmp_path, variant):
-    config = importlib.import_module("configs.planar").get_config(variant)
+def test_forward_only_flows_are_fitted_by_the_reverse_kl(tmp_path):
+    config = importlib.import_module("configs.planar").get_config("tiny")
     results = train_and_evaluate(config, str(tmp_path / "run"))
     assert results["reverse_kl_nats"] > 0  # KL(q || p*) of a flow that is not p*
     assert "test_nll_nats" not in results  # planar flows cannot score data
