@@ -50,19 +50,13 @@ OBJECTIVES = ("elbo", "iwae")
 LIKELIHOODS = ("bernoulli", "gaussian")
 POSTERIOR_FLOWS = ("none", "planar", "iaf")
 # The flow-posterior fields of model_config and their defaults (configs/vae.py sets the same
-# values); `flow_fields` falls back on them for configs saved before the fields existed.
+# values); runs saved before the fields existed read them through `added_field_defaults`.
 FLOW_DEFAULTS = {
     "posterior_flow": "none",
     "posterior_flow_layers": 4,
     "posterior_flow_hidden": 64,
     "context_size": 32,
 }
-
-
-def flow_fields(mc) -> dict:
-    """The flow-posterior fields of `model_config` (`FLOW_DEFAULTS` for any it lacks, as in a
-    run's config.json written before they existed), as {field: value}."""
-    return {field: mc.get(field, default) for field, default in FLOW_DEFAULTS.items()}
 
 
 class MLP(nn.Module):
@@ -411,12 +405,11 @@ class VAE(GradientModel):
     def _validate_flow(mc) -> None:
         """The flow-posterior fields: a known flow, positive sizes, one stochastic layer, and
         no closed-form KL."""
-        flow = flow_fields(mc)
-        checks.check_choice(flow, "posterior_flow", POSTERIOR_FLOWS)
+        checks.check_choice(mc, "posterior_flow", POSTERIOR_FLOWS)
         checks.check_positive_ints(
-            flow, ("posterior_flow_layers", "posterior_flow_hidden", "context_size")
+            mc, ("posterior_flow_layers", "posterior_flow_hidden", "context_size")
         )
-        name = flow["posterior_flow"]
+        name = mc.posterior_flow
         if name == "none":
             return
         if len(mc.latent_sizes) != 1:
@@ -449,17 +442,16 @@ class VAE(GradientModel):
             )
         self._validate_flow(mc)  # also when built without `validate` (a closed-form KL is wrong)
         self.latent_sizes = tuple(int(s) for s in mc.latent_sizes)
-        flow = flow_fields(mc)
         self.network = VAENetwork(
             data_shape=spec.example_shape,
             hidden_sizes=tuple(tuple(int(s) for s in layer) for layer in mc.hidden_sizes),
             latent_sizes=self.latent_sizes,
             likelihood=mc.likelihood,
             architecture=mc.architecture,
-            posterior_flow=flow["posterior_flow"],
-            posterior_flow_layers=int(flow["posterior_flow_layers"]),
-            posterior_flow_hidden=int(flow["posterior_flow_hidden"]),
-            context_size=int(flow["context_size"]),
+            posterior_flow=mc.posterior_flow,
+            posterior_flow_layers=int(mc.posterior_flow_layers),
+            posterior_flow_hidden=int(mc.posterior_flow_hidden),
+            context_size=int(mc.context_size),
         )
         self.use_analytic_kl = (
             mc.analytic_kl and mc.objective == "elbo" and len(self.latent_sizes) == 1

@@ -157,12 +157,17 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run in `workdir` was trained with (its `config.json`)."""
+    """The config a run in `workdir` was trained with (its `config.json`); model_config fields
+    the family gained after the run was saved get their `Model.added_field_defaults`."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"--workdir={workdir!r} has no {CONFIG_FILE}: not a genjax run")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        saved = json.load(f)
+    if saved.get("model") in models.names():
+        added = models.get(saved["model"]).added_field_defaults
+        saved["model_config"] = {**added, **saved.get("model_config", {})}
+    return ml_collections.ConfigDict(saved)
 
 
 def save_config(config, workdir: str) -> None:
