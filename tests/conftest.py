@@ -1,15 +1,42 @@
-"""Test-wide setup: a hermetic TFDS data directory, shared by subprocesses."""
+"""Test-wide setup: a hermetic TFDS data directory and a per-session compilation cache, both
+shared by subprocesses."""
 
 import os
+import shutil
 import tempfile
 
 import pytest
 
+_COMPILATION_CACHE_PREFIX = "genjax_jax_cache_"
+
 
 def pytest_configure(config):
-    """Points TFDS (and so every offline builder) at one data dir per test session."""
-    del config
+    """Points TFDS (and so every offline builder) at one data dir per test session, and JAX
+    at a fresh persistent compilation cache for this session.
+
+    Many tests compile the same programs (a tiny config's train step, say) in new objects or in
+    subprocesses; the cache compiles each once per session. It starts empty, so no test sees a
+    program compiled by another session or another version of the code.
+    """
     os.environ.setdefault("TFDS_DATA_DIR", os.path.join(tempfile.gettempdir(), "genjax_tfds_tests"))
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        config.genjax_cache_dir = tempfile.mkdtemp(prefix=_COMPILATION_CACHE_PREFIX)
+        # Environment variables reach the subprocesses; jax.config the tests' own process.
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config.genjax_cache_dir
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", config.genjax_cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    """Removes this session's compilation cache."""
+    directory = getattr(config, "genjax_cache_dir", None)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -354,6 +354,12 @@ class Dataset:
         rng = np.random.default_rng([self.seed, 3])
         return self._batch("train", indices, rng)["x"]
 
+    def unit_examples(self, split: str) -> np.ndarray:
+        """Every example of `split` as intensities in the unit-interval data space, with no
+        random preprocessing (no binarization, no dequantization): the one reference that
+        sample-quality metrics score every model's samples against."""
+        return self.preprocessor.intensities(self._splits[split]["x"])
+
     def eval_batches(self, split: str, global_batch_size: int) -> Iterator[dict]:
         """One deterministic pass over a split, padded to whole batches.
 

@@ -138,6 +138,43 @@ def save_image_grid(
     _write_atomically(path, lambda file: picture.save(file, format="PNG"))
 
 
+def save_image_rows(
+    rows: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, title: str = ""
+) -> None:
+    """Saves labelled rows of images in [0, 1] as one PNG: each row is a tiled strip with its
+    label on the left (latent arithmetic: exemplars, averages, results).
+
+    Args:
+      rows: (label, images (N, H, W[, C])) per row; rows may hold different numbers of images.
+      path: destination PNG file; written atomically.
+      title: the figure's title.
+    """
+    if not rows:
+        raise ValueError("save_image_rows needs at least one row.")
+    strips = [
+        (label, _tile(_to_unit_range(_as_nhwc(images), (0.0, 1.0)), 1, len(images), 1, 1.0))
+        for label, images in rows
+    ]
+    widest = max(strip.shape[1] for _, strip in strips)
+    figure = Figure(
+        figsize=(3.0 + widest / 12.0, 0.9 * len(strips) + 0.5), dpi=_DPI, layout="constrained"
+    )
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(strips), 1, squeeze=False)[:, 0]
+    for ax, (label, strip) in zip(axes, strips, strict=True):
+        pixels = strip[..., 0] if strip.shape[-1] == 1 else strip
+        ax.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+        ax.set_xlim(-0.5, widest - 0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if title:
+        figure.suptitle(title)
+    _save_figure(figure, path)
+
+
 def _check_points_2d(points: np.ndarray, name: str) -> np.ndarray:
     """Returns ``points`` as a float (N, 2) array or raises."""
     points = np.asarray(points, dtype=np.float64)

@@ -13,6 +13,7 @@ _FAMILIES: dict[str, str] = {
     "dbm": "genjax.models.energy.dbm:DBM",
     "dbn": "genjax.models.energy.dbn:DBN",
     "flow": "genjax.models.flow:FlowModel",
+    "gan": "genjax.models.gan.family:GAN",
     "made": "genjax.models.autoregressive.made:MADE",
     "nade": "genjax.models.autoregressive.nade:NADE",
     "pixelcnn": "genjax.models.autoregressive.pixelcnn:PixelCNN",

@@ -9,6 +9,7 @@ The trainer (`genjax.train.loop`) knows models only through this interface:
     outputs = model.eval_step(state, batch, keys, final)      # per-device, (B, ...) each
     summary = model.summarize(outputs, final, constants)      # host: NumPy -> JSON-able dict
     samples = model.sample(state, key, num)                   # (num, *example_shape)
+    labels = model.sample_labels(num)                         # None, or (num,) for conditional
 
 Per-device functions run inside `jax.shard_map` over the mesh axis 'data' (see
 `genjax.train.parallel`); they see their slice of the batch and reduce with
@@ -41,6 +42,9 @@ class Model(abc.ABC):
       init_batch_size: 0, or how many real training examples `init` needs as `example_x`
         (data-dependent initialisation, e.g. Glow's ActNorm); the trainer then passes the
         first `init_batch_size` preprocessed training examples instead of zeros.
+      train_batches_per_step: how many batches of `config.batch_size` one `train_step`
+        consumes (a GAN's critic steps); the trainer passes them as one batch of
+        `config.batch_size * train_batches_per_step` examples.
     """
 
     main_metric: str = "train/loss"
@@ -50,6 +54,7 @@ class Model(abc.ABC):
     evaluation_fields: tuple[str, ...] = ()
     sharded_extras: tuple[str, ...] = ()
     init_batch_size: int = 0
+    train_batches_per_step: int = 1
     # model_config fields added after runs were saved without them: {field: the value that
     # reproduces the old behaviour}, so those runs can still be resumed and re-evaluated.
     added_field_defaults: dict = {}
@@ -108,6 +113,12 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def sample(self, state: TrainState, key: jax.Array, num: int) -> jax.Array:
         """`num` samples in data space, shape (num, *example_shape)."""
+
+    def sample_labels(self, num: int) -> np.ndarray | None:
+        """The class labels `sample(state, key, num)` conditions on, (num,) ints; None (the
+        default) for an unconditional model."""
+        del num
+        return None
 
     def log_density(self, state: TrainState, x: jax.Array) -> jax.Array | None:
         """Exact log p(x) in model space, (N, *example_shape) -> (N,), for density plots of

@@ -24,7 +24,7 @@ _POSITIVE_FIELDS = (
     "num_samples",
 )
 # Fields that must be non-negative integers (0 disables the periodic work).
-_NON_NEGATIVE_FIELDS = ("eval_every", "sample_every", "warmup_steps")
+_NON_NEGATIVE_FIELDS = ("eval_every", "sample_every", "warmup_steps", "sample_quality_samples")
 
 
 class ConfigError(ValueError):
@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 2
     config.sample_every = 0
     config.num_samples = 64
+    # Samples scored at every evaluation (genjax.evaluate.sample_scorer: mode coverage on
+    # toy2d mixtures, Fréchet distance and precision/recall on labelled images); 0: none.
+    config.sample_quality_samples = 0
     config.progress_bar = True
     return config
 
@@ -157,13 +160,15 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run in `workdir` was trained with (its `config.json`); model_config fields
-    the family gained after the run was saved get their `Model.added_field_defaults`."""
+    """The config a run in `workdir` was trained with (its `config.json`). Fields added after
+    the run was saved read as their defaults: top-level ones from `base_config`, model_config
+    ones from the family's `Model.added_field_defaults`."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"--workdir={workdir!r} has no {CONFIG_FILE}: not a genjax run")
     with open(path) as f:
         saved = json.load(f)
+    saved = {**json.loads(base_config().to_json()), **saved}
     if saved.get("model") in models.names():
         added = models.get(saved["model"]).added_field_defaults
         saved["model_config"] = {**added, **saved.get("model_config", {})}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from genjax import models
 from genjax.data import load_dataset, toy2d
-from genjax.evaluate import likelihood, plots
+from genjax.evaluate import likelihood, plots, sample_scorer
 from genjax.train import config as config_lib
 from genjax.train import parallel
 from genjax.train.checkpoint import Checkpointer
@@ -29,6 +29,7 @@ EVAL_FILE = "eval.json"
 # fold_in values of the evaluation key streams (per-example keys, and once-per-evaluation
 # constants); train steps fold in their step (< 2**31 - 2).
 _EVAL_STREAM = 2**31 - 1
+_SAMPLE_QUALITY_SEED = 2**20  # `Experiment.sample` seed of the scored samples (grids use 0)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -44,6 +45,13 @@ class Experiment:
         self.spec = self.dataset.spec
         try:  # checks that need the data (e.g. a Bernoulli model on unbinarized data)
             self.model = models.build(config, self.spec)
+            if config.sample_quality_samples:
+                sample_scorer.check_supported(
+                    self.spec.name,
+                    self.spec.example_shape,
+                    self.spec.num_classes,
+                    config.sample_quality_samples,
+                )
         except ValueError as error:
             raise config_lib.ConfigError(str(error)) from error
         self.mesh = parallel.make_mesh()
@@ -66,6 +74,7 @@ class Experiment:
             for final in (False, True)
         }
         self._sample = jax.jit(self.model.sample, static_argnums=2)
+        self._scorer = None  # built on first use: it may train the feature classifier
 
     def init_state(self):
         """A new step-0 state on the mesh: replicated, except the model's sharded extras.
@@ -111,6 +120,8 @@ class Experiment:
             chunks.append({name: np.asarray(value)[keep] for name, value in outputs.items()})
         outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
         summary = self.model.summarize(outputs, final, constants)
+        if self.config.sample_quality_samples:
+            summary.update(self.sample_quality(state, progress=final))
         if final and "test_nll_nats" in summary:
             dequantized = bool(self.config.preprocess.dequantize)
             summary.update(likelihood.data_space_fields(summary, self.spec, dequantized))
@@ -125,6 +136,20 @@ class Experiment:
         samples = np.asarray(self._sample(state, key, num))
         return self.dataset.preprocessor.to_unit(samples)
 
+    def sample_quality(self, state, num: int | None = None, progress: bool = False) -> dict:
+        """Sample-quality metrics of `num` (default `config.sample_quality_samples`) samples
+        against the test split (`genjax.evaluate.sample_scorer`); the same draws every call."""
+        num = self.config.sample_quality_samples if num is None else num
+        if self._scorer is None:
+            self._scorer = sample_scorer.SampleScorer(
+                self.spec.name,
+                self.dataset.data_dir,
+                self.dataset.unit_examples("test"),
+                progress=progress and self.config.progress_bar and _is_main_process(),
+            )
+        samples = self.sample(state, num, seed=_SAMPLE_QUALITY_SEED)
+        return self._scorer(samples, self.model.sample_labels(num))
+
     def save_samples(self, state, path: str) -> None:
         """A sample grid (images) or a scatter against test points (2-D data) as PNG."""
         samples = self.sample(state)
@@ -135,6 +160,11 @@ class Experiment:
                 next(self.dataset.eval_batches("test", 1000))["x"]
             )
             plots.save_scatter_2d(samples, path, reference=reference, title="samples vs test")
+
+
+def _is_finite_number(value) -> bool:
+    """Scalars for the metric logs (a NaN, e.g. an undefined mode KL, stays in eval.json)."""
+    return isinstance(value, int | float) and bool(np.isfinite(value))
 
 
 def _is_main_process() -> bool:
@@ -194,7 +224,10 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
     config = experiment.config
     end_step = config.num_steps if stop_at_step is None else min(stop_at_step, config.num_steps)
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
-    iterator = experiment.dataset.train_iterator(config.batch_size)
+    # A family that takes several real batches per update (a GAN's critic steps) draws them
+    # as one batch of batch_size * train_batches_per_step examples.
+    batches_per_step = experiment.model.train_batches_per_step
+    iterator = experiment.dataset.train_iterator(config.batch_size * batches_per_step)
     state = experiment.init_state()
     start_step = checkpointer.latest_step() or 0
     if start_step:
@@ -228,7 +261,7 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
                 eval_metrics = experiment.evaluate(state, final=False)
                 writer.write(
                     step,
-                    {f"eval/{k}": v for k, v in eval_metrics.items() if isinstance(v, int | float)},
+                    {f"eval/{k}": v for k, v in eval_metrics.items() if _is_finite_number(v)},
                 )
             if config.sample_every and step % config.sample_every == 0 and main:
                 _save_step_samples(experiment, state, workdir, step)

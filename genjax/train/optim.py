@@ -8,13 +8,14 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
 SCHEDULES = ("constant", "cosine", "exponential")
 
 
-def make_schedule(config) -> optax.Schedule:
-    """`config.learning_rate` under `config.lr_schedule`, after `config.warmup_steps`.
+def make_schedule(config, learning_rate: float | None = None) -> optax.Schedule:
+    """`config.learning_rate` (or `learning_rate`) under `config.lr_schedule`, after
+    `config.warmup_steps`.
 
     `exponential` decays by `config.lr_decay_rate` every `config.num_steps` / 7 steps, so the
     final rate is `learning_rate * decay_rate**7` (Burda et al. 2016 decay 10**(-i/7)).
     """
-    base = config.learning_rate
+    base = config.learning_rate if learning_rate is None else learning_rate
     if config.lr_schedule == "constant":
         schedule = optax.constant_schedule(base)
     elif config.lr_schedule == "cosine":
@@ -31,14 +32,15 @@ def make_schedule(config) -> optax.Schedule:
     return schedule
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-    """Gradient clipping (if `config.grad_clip_norm`) then the chosen optimizer.
+def make_optimizer(config, learning_rate: float | None = None) -> optax.GradientTransformation:
+    """Gradient clipping (if `config.grad_clip_norm`) then the chosen optimizer, at
+    `config.learning_rate` unless `learning_rate` is given (a GAN's discriminator).
 
     `config.weight_decay` is decoupled weight decay for 'adamw' (Loshchilov & Hutter 2019)
     and an L2 penalty's gradient, weight_decay * params, added before the others (the
     "weight-cost" of RBM training, Hinton 2010).
     """
-    schedule = make_schedule(config)
+    schedule = make_schedule(config, learning_rate)
     if config.optimizer == "adam":
         optimizer = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
     elif config.optimizer == "adamw":

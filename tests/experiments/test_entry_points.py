@@ -163,3 +163,33 @@ def test_iwae_tiny_trains_end_to_end(tmp_path):
     assert results == _printed_results(process.stdout)
     assert results["step"] == 20 and results["nll_estimator"] == "iwae-64"
     assert 0 < results["test_nll_nats"] <= -results["test_elbo"]
+
+
+def test_sample_quality_scores_a_vae_on_the_gan_scale(trained_run):
+    workdir, _ = trained_run
+    process = _run("sample_quality", f"--workdir={workdir}", "--num=100")
+    _check_ok(process)
+    scores = _read_json(workdir / "sample_quality.json")
+    assert scores == _printed_results(process.stdout)
+    assert scores["sample_quality_num_samples"] == 100
+    assert scores["model"] == "vae" and scores["step"] == NUM_STEPS
+    assert np.isfinite(scores["frechet_distance"]) and 0 <= scores["precision"] <= 1
+
+
+def test_latent_figures_of_a_conditional_gan_and_refusal_of_other_families(trained_run, tmp_path):
+    from configs import cgan
+    from genjax.train import train_and_evaluate
+
+    config = cgan.get_config("tiny")
+    config.num_steps, config.sample_quality_samples = 4, 0
+    train_and_evaluate(config, str(tmp_path / "cgan"))
+    process = _run("latent", f"--workdir={tmp_path / 'cgan'}", f"--out_dir={tmp_path / 'figs'}")
+    _check_ok(process)
+    assert Image.open(tmp_path / "figs" / "interpolation.png").size[0] > 0
+    assert Image.open(tmp_path / "figs" / "arithmetic.png").size[0] > 0
+    measured = _read_json(tmp_path / "figs" / "arithmetic.json")
+    assert {"ink_results", "ink_light_b", "results_read_as_b"} <= set(measured)
+    assert measured["step"] == 4
+    workdir, _ = trained_run
+    refused = _run("latent", f"--workdir={workdir}")
+    assert refused.returncode != 0 and "holds a 'vae' run" in refused.stderr

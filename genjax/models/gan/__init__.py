@@ -1,0 +1,1 @@
+"""Generative adversarial networks: networks (MLP, DCGAN, conditional), the family, latent tools."""

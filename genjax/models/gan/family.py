@@ -1,0 +1,412 @@
+"""Generative adversarial networks as a model family (`config.model = 'gan'`).
+
+One train step is one generator update preceded by `critic_steps` discriminator updates
+(Goodfellow et al. 2014, Algorithm 1 with k = critic_steps; Arjovsky et al. 2017 and Gulrajani
+et al. 2017 use n_critic = 5), each discriminator update on its own batch of real examples:
+the trainer hands the step `critic_steps` batches as one (`train_batches_per_step`), split by
+stride so that every micro-batch is the same set of examples on 1 or N devices.
+
+The two networks have their own optimizers in one `TrainState` (`opt_state = {'generator',
+'discriminator'}`; the discriminator may have its own learning rate), and an update of one
+never touches the other's parameters or optimizer state. Samples and evaluations use an
+exponential moving average of the generator's variables (Karras et al. 2018; Yazici et al.
+2019): ema <- decay * ema + (1 - decay) * current after every generator update.
+
+model_config fields:
+  architecture: 'mlp' (vectors, e.g. toy2d) | 'dcgan' (images; Radford et al. 2016).
+  loss: a name of `genjax.objectives.gan.GAN_LOSSES` (minimax, non_saturating, wasserstein,
+    hinge, least_squares).
+  latent_size: dimension of z ~ N(0, I).
+  hidden_size, num_hidden_layers: the MLP networks.
+  base_channels: the DCGAN networks' narrowest layer.
+  discriminator_norm: 'none' | 'batch' | 'layer' in the discriminator's hidden layers.
+  spectral_norm: spectral normalisation of every discriminator layer (Miyato et al. 2018).
+  conditioning: 'none' | 'concat' (Mirza & Osindero 2014) | 'acgan' (Odena et al. 2017).
+  aux_weight: weight of AC-GAN's class log-likelihood terms.
+  critic_steps: discriminator updates per generator update.
+  gradient_penalty: lambda of WGAN-GP's penalty on interpolates (0 disables).
+  r1_penalty: gamma of the R1 penalty, (gamma / 2) E ||grad D(x)||^2 on real data (0 disables).
+  weight_clip: c of WGAN's weight clipping of the discriminator (0 disables).
+  ema_decay: decay of the generator's moving average (0: samples from the current weights).
+  discriminator_learning_rate: the discriminator's rate (0: config.learning_rate).
+
+Labels: the fakes of a discriminator update take the labels of its real micro-batch; the
+generator update and sampling draw labels uniformly (sampling cycles through the classes, so
+a grid shows every class).
+
+Evaluation: GANs have no likelihood. `eval.json` holds the sample-quality metrics the trainer
+computes from `config.sample_quality_samples` samples (`genjax.evaluate.sample_quality`): mode
+coverage on toy2d mixtures, and the Fréchet distance and precision/recall in the features of
+genjax's own digit classifier on image datasets.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genjax.models import checks
+from genjax.models.base import Model
+from genjax.models.gan import networks
+from genjax.objectives import gan as gan_losses
+from genjax.train import optim
+from genjax.train.parallel import DATA_AXIS, example_keys
+from genjax.train.state import TrainState
+
+ARCHITECTURES = ("mlp", "dcgan")
+NETWORKS = ("generator", "discriminator")
+# fold_in streams of one example's key.
+_LATENT, _LABEL, _PENALTY = 0, 1, 2
+
+
+def _split_collections(variables) -> tuple[dict, dict]:
+    """Flax variables -> (params, every other collection)."""
+    variables = dict(variables)
+    return variables.pop("params"), variables
+
+
+def _mean_metrics(metrics: dict) -> dict:
+    return {name: jnp.mean(value) for name, value in metrics.items()}
+
+
+class GAN(Model):
+    """GANs (`config.model = 'gan'`); see the module docstring."""
+
+    main_metric = "train/d_loss"
+    likelihood_model = False
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        mc = config.model_config
+        checks.check_choices(
+            mc,
+            {
+                "architecture": ARCHITECTURES,
+                "loss": tuple(gan_losses.GAN_LOSSES),
+                "conditioning": networks.CONDITIONINGS,
+                "discriminator_norm": networks.NORMS,
+            },
+        )
+        checks.check_positive_ints(
+            mc,
+            ("latent_size", "hidden_size", "num_hidden_layers", "base_channels", "critic_steps"),
+        )
+        checks.check_bools(mc, ("spectral_norm",))
+        for field in (
+            "gradient_penalty",
+            "r1_penalty",
+            "weight_clip",
+            "aux_weight",
+            "discriminator_learning_rate",
+        ):
+            value = mc[field]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(
+                    f"config.model_config.{field}={value!r} must be a non-negative number "
+                    "(0 disables it)."
+                )
+        if not 0 <= mc.ema_decay < 1:
+            raise ValueError(
+                f"config.model_config.ema_decay={mc.ema_decay!r} must be in [0, 1) "
+                "(0: no moving average)."
+            )
+        penalised = mc.gradient_penalty > 0 or mc.r1_penalty > 0
+        if penalised and mc.discriminator_norm == "batch":
+            raise ValueError(
+                "config.model_config.discriminator_norm='batch' with a gradient penalty: the "
+                "penalty is per example, and batch norm couples the examples (Gulrajani et al. "
+                "2017, sec. 4); use discriminator_norm='layer' or 'none'."
+            )
+        if config.preprocess.logit_alpha:
+            raise ValueError(
+                f"config.preprocess.logit_alpha={config.preprocess.logit_alpha!r}: GAN "
+                "generators produce data-space values; set it to 0."
+            )
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        mc = config.model_config
+        image = len(spec.example_shape) == 3
+        if mc.architecture == "dcgan" and not image:
+            raise ValueError(
+                f"config.model_config.architecture='dcgan' needs images; config.dataset="
+                f"{spec.name!r} has examples of shape {spec.example_shape} (use 'mlp')."
+            )
+        if mc.conditioning != "none" and spec.num_classes is None:
+            raise ValueError(
+                f"config.model_config.conditioning={mc.conditioning!r} needs labels; "
+                f"config.dataset={spec.name!r} has none (use conditioning='none')."
+            )
+        self.num_classes = spec.num_classes or 1
+        self.loss_pair = gan_losses.gan_loss(mc.loss)
+        self.generator, self.discriminator = self._networks(DATA_AXIS)
+        self.train_batches_per_step = mc.critic_steps
+
+    def _networks(self, axis_name):
+        """(generator, discriminator) modules; batch norm reduces over `axis_name`."""
+        mc, spec = self.config.model_config, self.spec
+        low, high = spec.value_range
+        activation = {(-1.0, 1.0): "tanh", (0.0, 1.0): "sigmoid"}.get((low, high), "linear")
+        conditional = dict(conditioning=mc.conditioning, num_classes=self.num_classes)
+        discriminator = dict(
+            norm=mc.discriminator_norm, spectral_norm=mc.spectral_norm, axis_name=axis_name
+        )
+        if mc.architecture == "dcgan":
+            generator = networks.DCGANGenerator(
+                spec.example_shape,
+                mc.base_channels,
+                output_activation=activation,
+                axis_name=axis_name,
+                **conditional,
+            )
+            return generator, networks.DCGANDiscriminator(
+                mc.base_channels, **conditional, **discriminator
+            )
+        layers = dict(hidden_size=mc.hidden_size, num_hidden_layers=mc.num_hidden_layers)
+        generator = networks.MLPGenerator(
+            spec.example_shape, **layers, output_activation=activation, **conditional
+        )
+        return generator, networks.MLPDiscriminator(**layers, **conditional, **discriminator)
+
+    def make_optimizer(self) -> dict[str, optax.GradientTransformation]:
+        """{'generator': at config.learning_rate, 'discriminator': at its own rate}."""
+        rate = self.config.model_config.discriminator_learning_rate or None
+        return {
+            "generator": optim.make_optimizer(self.config),
+            "discriminator": optim.make_optimizer(self.config, rate),
+        }
+
+    def init(self, key, example_x):
+        generator, discriminator = self._networks(axis_name=None)  # init runs on one device
+        g_key, d_key = jax.random.split(key)
+        labels = jnp.zeros((example_x.shape[0],), jnp.int32)
+        z = jnp.zeros((example_x.shape[0], self.config.model_config.latent_size))
+        g_params, g_stats = _split_collections(generator.init(g_key, z, labels, False))
+        d_params, d_stats = _split_collections(
+            discriminator.init(d_key, jnp.asarray(example_x), labels, False)
+        )
+        params = {"generator": g_params, "discriminator": d_params}
+        extras = {
+            "generator_stats": g_stats,
+            "discriminator_stats": d_stats,
+            "ema_generator": {"params": g_params, **g_stats},
+        }
+        return params, extras
+
+    def create_state(self, key, example_x) -> TrainState:
+        """A step-0 state with one optimizer state per network."""
+        init_key, run_key = jax.random.split(key)
+        params, extras = self.init(init_key, example_x)
+        opt_state = {name: self.tx[name].init(params[name]) for name in NETWORKS}
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=opt_state,
+            rng=jax.random.key_data(run_key),
+            extras=extras,
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # The networks as functions.
+    # ---------------------------------------------------------------------------------------
+
+    def generate(self, variables, z, labels, train: bool = False, generator=None):
+        """G(z, labels) with `variables` ({'params', 'batch_stats'?}) -> (x, new collections).
+
+        In training mode batch norm uses (and updates the running averages from) the batch's
+        statistics; otherwise the running averages.
+        """
+        generator = self.generator if generator is None else generator
+        params, stats = _split_collections(variables)
+        mutable = list(stats) if train else []
+        x, updates = generator.apply({"params": params, **stats}, z, labels, train, mutable=mutable)
+        return x, {**stats, **updates}
+
+    def discriminate(self, params, stats, x, labels):
+        """D(x, labels) in training mode -> (DiscriminatorOutput, updated collections)."""
+        return self.discriminator.apply(
+            {"params": params, **stats}, x, labels, True, mutable=list(stats)
+        )
+
+    def _latents(self, keys):
+        """One z ~ N(0, I) per example key: (B, latent_size)."""
+        size = self.config.model_config.latent_size
+        return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, _LATENT), (size,)))(keys)
+
+    def _random_labels(self, keys):
+        """Uniform labels, one per example key (zeros for an unconditional model): (B,)."""
+        return jax.vmap(
+            lambda k: jax.random.randint(jax.random.fold_in(k, _LABEL), (), 0, self.num_classes)
+        )(keys)
+
+    # ---------------------------------------------------------------------------------------
+    # Training.
+    # ---------------------------------------------------------------------------------------
+
+    def discriminator_loss(self, d_params, d_stats, real, fake, labels, keys):
+        """The discriminator's loss on one micro-batch -> (loss, (metrics, new d_stats)).
+
+        The loss of `model_config.loss`, plus the penalties and AC-GAN's class terms that the
+        config enables; `fake` is a constant here (generated outside the gradient).
+        """
+        mc = self.config.model_config
+        real_out, stats = self.discriminate(d_params, d_stats, real, labels)
+        fake_out, stats = self.discriminate(d_params, stats, fake, labels)
+        loss = self.loss_pair.discriminator(real_out.scores, fake_out.scores)
+        metrics = {
+            "train/d_loss": loss,
+            "train/d_real": real_out.scores.mean(),
+            "train/d_fake": fake_out.scores.mean(),
+        }
+
+        def critic(x):  # (B, *event) -> (B,), the same collections for every call
+            return self.discriminate(d_params, d_stats, x, labels)[0].scores
+
+        if mc.gradient_penalty:
+            penalty_keys = jax.vmap(lambda k: jax.random.fold_in(k, _PENALTY))(keys)
+            penalty = gan_losses.gradient_penalty(critic, real, fake, penalty_keys)
+            loss = loss + mc.gradient_penalty * penalty
+            metrics["train/gradient_penalty"] = penalty
+        if mc.r1_penalty:
+            penalty = gan_losses.r1_penalty(critic, real)
+            loss = loss + 0.5 * mc.r1_penalty * penalty
+            metrics["train/r1_penalty"] = penalty
+        if mc.conditioning == "acgan":
+            aux = gan_losses.auxiliary_classifier_loss(
+                real_out.class_logits, labels
+            ) + gan_losses.auxiliary_classifier_loss(fake_out.class_logits, labels)
+            loss = loss + mc.aux_weight * aux
+            metrics["train/d_class_loss"] = aux
+        if mc.loss == "wasserstein":
+            metrics["train/wasserstein_estimate"] = real_out.scores.mean() - fake_out.scores.mean()
+        return loss, (metrics, stats)
+
+    def generator_loss(self, g_params, g_stats, d_params, d_stats, z, labels):
+        """The generator's loss -> (loss, (metrics, new generator collections)); the
+        discriminator's collections are read, not updated."""
+        mc = self.config.model_config
+        fake, new_g_stats = self.generate({"params": g_params, **g_stats}, z, labels, train=True)
+        fake_out, _ = self.discriminate(d_params, d_stats, fake, labels)
+        loss = self.loss_pair.generator(fake_out.scores)
+        metrics = {"train/g_loss": loss}
+        if mc.conditioning == "acgan":
+            aux = gan_losses.auxiliary_classifier_loss(fake_out.class_logits, labels)
+            loss = loss + mc.aux_weight * aux
+            metrics["train/g_class_loss"] = aux
+        return loss, (metrics, new_g_stats)
+
+    def discriminator_update(self, state: TrainState, real, labels, key):
+        """One discriminator update on a micro-batch -> (state, metrics); per-device."""
+        mc = self.config.model_config
+        params, extras = state.params, state.extras
+        keys = example_keys(key, 0, real.shape[0])
+        g_variables = {"params": params["generator"], **extras["generator_stats"]}
+        fake, _ = self.generate(g_variables, self._latents(keys), labels, train=True)
+        grad_fn = jax.grad(self.discriminator_loss, has_aux=True)
+        grads, (metrics, d_stats) = grad_fn(
+            params["discriminator"],
+            extras["discriminator_stats"],
+            real,
+            jax.lax.stop_gradient(fake),
+            labels,
+            keys,
+        )
+        grads = jax.lax.pmean(grads, DATA_AXIS)
+        metrics["train/d_grad_norm"] = optax.global_norm(grads)
+        d_params = params["discriminator"]
+        updates, d_opt = self.tx["discriminator"].update(
+            grads, state.opt_state["discriminator"], d_params
+        )
+        d_params = optax.apply_updates(d_params, updates)
+        if mc.weight_clip:
+            d_params = gan_losses.clip_weights(d_params, mc.weight_clip)
+        state = state.replace(
+            params={**params, "discriminator": d_params},
+            opt_state={**state.opt_state, "discriminator": d_opt},
+            extras={**extras, "discriminator_stats": d_stats},
+        )
+        return state, jax.lax.pmean(metrics, DATA_AXIS)
+
+    def generator_update(self, state: TrainState, key, local_batch_size: int):
+        """One generator update, then the moving average -> (state, metrics); per-device."""
+        params, extras = state.params, state.extras
+        keys = example_keys(key, 0, local_batch_size)
+        grad_fn = jax.grad(self.generator_loss, has_aux=True)
+        grads, (metrics, g_stats) = grad_fn(
+            params["generator"],
+            extras["generator_stats"],
+            params["discriminator"],
+            extras["discriminator_stats"],
+            self._latents(keys),
+            self._random_labels(keys),
+        )
+        grads = jax.lax.pmean(grads, DATA_AXIS)
+        metrics["train/g_grad_norm"] = optax.global_norm(grads)
+        g_params = params["generator"]
+        updates, g_opt = self.tx["generator"].update(grads, state.opt_state["generator"], g_params)
+        g_params = optax.apply_updates(g_params, updates)
+        # Batch norm statistics are already global (sync batch norm); the mean keeps every
+        # device's copy bitwise identical.
+        g_stats = jax.lax.pmean(g_stats, DATA_AXIS)
+        ema = optax.incremental_update(
+            {"params": g_params, **g_stats},
+            extras["ema_generator"],
+            step_size=1.0 - self.config.model_config.ema_decay,
+        )
+        state = state.replace(
+            params={**params, "generator": g_params},
+            opt_state={**state.opt_state, "generator": g_opt},
+            extras={**extras, "generator_stats": g_stats, "ema_generator": ema},
+        )
+        return state, jax.lax.pmean(metrics, DATA_AXIS)
+
+    def train_step(self, state, batch):
+        """`critic_steps` discriminator updates, then one generator update; per-device."""
+        num_critic = self.config.model_config.critic_steps
+        x, labels = batch["x"], batch["label"]
+        local = x.shape[0] // num_critic
+        # Micro-batch j holds examples j, j + k, j + 2k, ... of the (per-device) batch: the
+        # same examples whatever the device count (see parallel.example_keys).
+        x = jnp.swapaxes(x.reshape((local, num_critic, *x.shape[1:])), 0, 1)  # (k, b, ...)
+        labels = labels.reshape((local, num_critic)).T  # (k, b)
+        step_key = jax.random.fold_in(state.key, state.step)
+
+        def critic_step(state, inputs):
+            index, real, real_labels = inputs
+            key = jax.random.fold_in(step_key, index)
+            return self.discriminator_update(state, real, real_labels, key)
+
+        state, d_metrics = jax.lax.scan(critic_step, state, (jnp.arange(num_critic), x, labels))
+        g_key = jax.random.fold_in(step_key, num_critic)
+        state, g_metrics = self.generator_update(state, g_key, local)
+        metrics = {**_mean_metrics(d_metrics), **g_metrics}
+        return state.replace(step=state.step + 1), metrics
+
+    # ---------------------------------------------------------------------------------------
+    # Evaluation and sampling.
+    # ---------------------------------------------------------------------------------------
+
+    def eval_step(self, state, batch, keys, final):
+        """Nothing per test example: GAN metrics are computed from samples (the trainer's
+        `config.sample_quality_samples`)."""
+        del state, batch, keys, final
+        return {}
+
+    def summarize(self, outputs, final, constants):
+        del outputs, final, constants
+        return {}
+
+    def sample_labels(self, num: int) -> np.ndarray | None:
+        """The labels `sample` conditions on: the classes in turn (None if unconditional)."""
+        if self.config.model_config.conditioning == "none":
+            return None
+        return np.arange(num) % self.num_classes
+
+    def sample(self, state, key, num):
+        """`num` samples of the moving-average generator, shape (num, *example_shape)."""
+        z = jax.random.normal(key, (num, self.config.model_config.latent_size))
+        labels = self.sample_labels(num)
+        labels = jnp.zeros((num,), jnp.int32) if labels is None else jnp.asarray(labels)
+        return self.generate(state.extras["ema_generator"], z, labels)[0]

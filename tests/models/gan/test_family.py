@@ -1,0 +1,206 @@
+"""The GAN family: alternating updates, critic steps, EMA, clipping, conditioning, end to end."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import acgan, dcgan, gan
+from genjax.data.pipeline import DataSpec
+from genjax.models.gan.family import GAN
+from genjax.train import parallel, train_and_evaluate
+
+TOY_SPEC = DataSpec("toy2d/8gaussians", (2,), 1000, 1000, None, None, False, (-np.inf, np.inf))
+DIGITS_SPEC = DataSpec("digits8x8", (8, 8, 1), 1400, 397, 10, 17, False, (-1.0, 1.0))
+
+
+def _toy_model(**fields):
+    config = gan.get_config("tiny")
+    config.model_config.update(fields)
+    GAN.validate_config(config)
+    return GAN(config, TOY_SPEC), config
+
+
+def _digits_model(**fields):
+    config = dcgan.get_config("tiny")
+    config.model_config.update(fields)
+    GAN.validate_config(config)
+    return GAN(config, DIGITS_SPEC), config
+
+
+def _state(model, batch_size):
+    example = np.zeros((1, *model.spec.example_shape), np.float32)
+    return model.create_state(jax.random.key(0), example), _batch(model, batch_size)
+
+
+def _batch(model, batch_size):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (batch_size, *model.spec.example_shape)).astype(np.float32)
+    return {"x": x, "label": rng.integers(0, 10, batch_size).astype(np.int32)}
+
+
+def _on_one_device(fn, num_replicated=1, num_sharded=1):
+    """Per-device code (it calls pmean) compiled on a 1-device mesh."""
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    return parallel.data_parallel(fn, mesh, num_replicated=num_replicated, num_sharded=num_sharded)
+
+
+def _equal(a, b) -> bool:
+    return all(
+        np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+@pytest.mark.parametrize("build", [_toy_model, _digits_model], ids=["mlp", "dcgan"])
+def test_each_update_moves_only_its_own_network(build):
+    model, _ = build()
+    state, batch = _state(model, 16)
+    key = jax.random.key(1)
+    d_update = _on_one_device(
+        lambda s, k, b: model.discriminator_update(s, b["x"], b["label"], k), num_replicated=2
+    )
+    after_d, _ = d_update(state, key, batch)
+    assert not _equal(after_d.params["discriminator"], state.params["discriminator"])
+    assert not _equal(after_d.opt_state["discriminator"], state.opt_state["discriminator"])
+    assert _equal(after_d.params["generator"], state.params["generator"])
+    assert _equal(after_d.opt_state["generator"], state.opt_state["generator"])
+    assert _equal(after_d.extras["generator_stats"], state.extras["generator_stats"])
+    assert _equal(after_d.extras["ema_generator"], state.extras["ema_generator"])
+
+    g_update = _on_one_device(
+        lambda s, k: model.generator_update(s, k, 16), num_replicated=2, num_sharded=0
+    )
+    after_g, _ = g_update(state, key)
+    assert not _equal(after_g.params["generator"], state.params["generator"])
+    assert not _equal(after_g.opt_state["generator"], state.opt_state["generator"])
+    assert _equal(after_g.params["discriminator"], state.params["discriminator"])
+    assert _equal(after_g.opt_state["discriminator"], state.opt_state["discriminator"])
+    assert _equal(after_g.extras["discriminator_stats"], state.extras["discriminator_stats"])
+
+
+def test_ema_follows_its_formula_for_weights_and_batch_norm_statistics():
+    model, config = _digits_model(ema_decay=0.9)
+    state, batch = _state(model, 20)
+    step = _on_one_device(model.train_step)
+    ema = state.extras["ema_generator"]
+    for _ in range(3):
+        state, _ = step(state, batch)
+        current = {"params": state.params["generator"], **state.extras["generator_stats"]}
+        expected = jax.tree.map(lambda e, g: 0.9 * e + 0.1 * g, ema, current)
+        assert "batch_stats" in current
+        for got, want in zip(
+            jax.tree.leaves(state.extras["ema_generator"]), jax.tree.leaves(expected), strict=True
+        ):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+        ema = state.extras["ema_generator"]
+    # ...and the average lags the weights: it is not a copy of them.
+    assert not _equal(ema["params"], state.params["generator"])
+
+
+def test_one_step_is_critic_steps_discriminator_updates_and_one_generator_update():
+    model, _ = _toy_model(critic_steps=3)
+    assert model.train_batches_per_step == 3
+    state, batch = _state(model, 3 * 8)
+    state, metrics = _on_one_device(model.train_step)(state, batch)
+    counts = {  # Adam's and the schedule's update counters
+        name: {
+            int(count)
+            for _, count in optax.tree_utils.tree_get_all_with_path(state.opt_state[name], "count")
+        }
+        for name in ("generator", "discriminator")
+    }
+    assert counts == {"generator": {1}, "discriminator": {3}}
+    assert int(state.step) == 1
+    assert {"train/d_loss", "train/g_loss", "train/d_grad_norm"} <= set(metrics)
+
+
+def test_micro_batches_are_strided_slices_of_the_step_batch():
+    """Critic step j sees examples j, j + k, ...: replaying those slices one by one through
+    `discriminator_update` gives the step's discriminator exactly."""
+    model, _ = _toy_model(critic_steps=2)
+    state, batch = _state(model, 2 * 8)
+    stepped, _ = _on_one_device(model.train_step)(state, batch)
+    d_update = _on_one_device(
+        lambda s, k, b: model.discriminator_update(s, b["x"], b["label"], k), num_replicated=2
+    )
+    step_key = jax.random.fold_in(state.key, state.step)
+    replay = state
+    for j in range(2):
+        micro = {name: value[j::2] for name, value in batch.items()}
+        replay, _ = d_update(replay, jax.random.fold_in(step_key, j), micro)
+    for got, want in zip(
+        jax.tree.leaves(stepped.params["discriminator"]),
+        jax.tree.leaves(replay.params["discriminator"]),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_weight_clipping_bounds_the_critic():
+    model, _ = _toy_model(loss="wasserstein", weight_clip=0.01)
+    state, batch = _state(model, 16)
+    state, _ = _on_one_device(model.train_step)(state, batch)
+    leaves = jax.tree.leaves(state.params["discriminator"])
+    assert max(float(jnp.abs(leaf).max()) for leaf in leaves) <= 0.01
+    assert max(float(jnp.abs(leaf).max()) for leaf in leaves) == pytest.approx(0.01)
+
+
+def test_gradient_penalty_enters_the_critic_loss():
+    """With lambda > 0 the loss is the Wasserstein loss plus lambda times the penalty."""
+    model, _ = _toy_model(loss="wasserstein", gradient_penalty=10.0)
+    state, batch = _state(model, 16)
+    keys = jax.random.split(jax.random.key(2), 16)
+    fake = jnp.asarray(batch["x"])[::-1] * 0.5
+    args = (state.params["discriminator"], state.extras["discriminator_stats"])
+    loss, (metrics, _) = model.discriminator_loss(*args, batch["x"], fake, batch["label"], keys)
+    assert metrics["train/gradient_penalty"] > 0
+    np.testing.assert_allclose(
+        loss, metrics["train/d_loss"] + 10.0 * metrics["train/gradient_penalty"], rtol=1e-6
+    )
+
+
+def test_batch_norm_critic_with_a_penalty_is_refused():
+    config = dcgan.get_config("tiny")
+    config.model_config.gradient_penalty = 10.0
+    with pytest.raises(ValueError, match="discriminator_norm='batch' with a gradient penalty"):
+        GAN.validate_config(config)
+
+
+def test_conditional_models_need_labels():
+    config = acgan.get_config("tiny")
+    no_labels = DataSpec("binarized_mnist", (28, 28, 1), 10, 10, None, 2, True, (0.0, 1.0))
+    with pytest.raises(ValueError, match="conditioning='acgan' needs labels"):
+        GAN(config, no_labels)
+
+
+def test_samples_cycle_through_the_classes_and_follow_the_label():
+    model, _ = _digits_model(conditioning="concat")
+    state, _ = _state(model, 20)
+    np.testing.assert_array_equal(model.sample_labels(12), np.arange(12) % 10)
+    z = jax.random.normal(jax.random.key(3), (4, model.config.model_config.latent_size))
+    ema = state.extras["ema_generator"]
+    x0, _ = model.generate(ema, z, jnp.zeros(4, jnp.int32))
+    x1, _ = model.generate(ema, z, jnp.ones(4, jnp.int32))
+    assert x0.shape == (4, 8, 8, 1)
+    assert float(jnp.abs(x0 - x1).max()) > 1e-4
+    assert float(jnp.abs(x0).max()) <= 1.0  # tanh output for data scaled to [-1, 1]
+
+
+@pytest.mark.parametrize(
+    "module, variant", [(gan, "wgan_gp,tiny"), (dcgan, "tiny"), (acgan, "tiny")]
+)
+def test_tiny_configs_train_and_report_sample_quality(tmp_path, module, variant):
+    config = module.get_config(variant)
+    results = train_and_evaluate(config, str(tmp_path))
+    assert results["step"] == config.num_steps
+    assert results["sample_quality_num_samples"] == config.sample_quality_samples
+    if config.dataset.startswith("toy2d/"):
+        assert results["num_modes"] == 8 and 0 <= results["modes_covered"] <= 8
+    else:
+        assert np.isfinite(results["frechet_distance"]) and results["frechet_distance"] > 0
+        assert 0 <= results["precision"] <= 1 and 0 <= results["recall"] <= 1
+        assert results["feature_network_test_accuracy"] > 0.5
+    if config.model_config.conditioning != "none":
+        assert 0 <= results["label_accuracy"] <= 1
+    assert (tmp_path / "samples" / f"step_{config.num_steps:08d}.png").exists()
