@@ -1,5 +1,25 @@
 """Pure loss, bound and likelihood functions over arrays (no Flax modules)."""
 
+from genjax.objectives.gan import (
+    GAN_LOSSES,
+    GANLoss,
+    auxiliary_classifier_loss,
+    clip_weights,
+    gan_loss,
+    gradient_norms,
+    gradient_penalty,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    interpolates,
+    least_squares_discriminator_loss,
+    least_squares_generator_loss,
+    minimax_discriminator_loss,
+    minimax_generator_loss,
+    non_saturating_generator_loss,
+    r1_penalty,
+    wasserstein_critic_loss,
+    wasserstein_generator_loss,
+)
 from genjax.objectives.likelihoods import (
     bernoulli_log_prob,
     bits_per_dim,
@@ -16,6 +36,24 @@ from genjax.objectives.vi import (
 )
 
 __all__ = [
+    "GAN_LOSSES",
+    "GANLoss",
+    "auxiliary_classifier_loss",
+    "clip_weights",
+    "gan_loss",
+    "gradient_norms",
+    "gradient_penalty",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
+    "interpolates",
+    "least_squares_discriminator_loss",
+    "least_squares_generator_loss",
+    "minimax_discriminator_loss",
+    "minimax_generator_loss",
+    "non_saturating_generator_loss",
+    "r1_penalty",
+    "wasserstein_critic_loss",
+    "wasserstein_generator_loss",
     "bernoulli_log_prob",
     "bits_per_dim",
     "discretized_logistic_log_prob",

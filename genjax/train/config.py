@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.adam_eps = 1e-8
     config.weight_decay = 0.0
     config.momentum = 0.9
+    config.rmsprop_decay = 0.9  # the second-moment decay of optimizer='rmsprop'
     config.grad_clip_norm = 0.0  # 0 disables clipping
     config.log_every = 100
     config.eval_every = 1000

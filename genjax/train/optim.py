@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optax
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential")
 
 
@@ -55,6 +55,8 @@ def make_optimizer(config, learning_rate: float | None = None) -> optax.Gradient
         optimizer = optax.sgd(schedule)
     elif config.optimizer == "momentum":
         optimizer = optax.sgd(schedule, momentum=config.momentum)
+    elif config.optimizer == "rmsprop":  # WGAN's optimizer (Arjovsky et al. 2017, Algorithm 1)
+        optimizer = optax.rmsprop(schedule, decay=config.rmsprop_decay, eps=config.adam_eps)
     else:
         raise ValueError(f"config.optimizer={config.optimizer!r}; allowed: {OPTIMIZERS}")
     transforms = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []

@@ -14,6 +14,7 @@ from genjax.train import (
     ConfigError,
     Experiment,
     TrainingDivergedError,
+    load_config,
     load_state,
     train,
     train_and_evaluate,
@@ -219,3 +220,15 @@ def test_steps_compile_once(tiny_vae_config, tmp_path):
     experiment.evaluate(state, final=False)
     assert experiment.train_step._cache_size() == 1
     assert experiment._eval_steps[False]._cache_size() == 1
+
+
+def test_a_saved_config_without_newer_top_level_fields_loads_with_their_defaults(
+    tiny_vae_config, tmp_path
+):
+    saved = json.loads(tiny_vae_config.to_json())
+    for field in ("sample_quality_samples", "rmsprop_decay"):  # added with the GAN family
+        del saved[field]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = load_config(str(tmp_path))
+    assert loaded.sample_quality_samples == 0 and loaded.rmsprop_decay == 0.9
+    assert json.loads(loaded.model_config.to_json()) == saved["model_config"]

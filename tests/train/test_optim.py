@@ -42,3 +42,24 @@ def test_negative_weight_decay_is_refused(tmp_path):
     config.weight_decay = -1e-4
     with pytest.raises(ConfigError, match=r"config.weight_decay=-0.0001 must be non-negative"):
         validate(config, str(tmp_path))
+
+
+def test_an_explicit_learning_rate_replaces_the_configs():
+    """A GAN's discriminator: the same optimizer at its own rate (SGD: update = -rate * grad)."""
+    config = base_config()
+    config.optimizer, config.learning_rate = "sgd", 0.1
+    params, grads = {"w": jnp.array([2.0, -4.0])}, {"w": jnp.array([1.0, 3.0])}
+    for rate, tx in ((0.1, make_optimizer(config)), (0.02, make_optimizer(config, 0.02))):
+        updates, _ = tx.update(grads, tx.init(params), params)
+        np.testing.assert_allclose(updates["w"], -rate * grads["w"], rtol=1e-6)
+
+
+def test_rmsprop_normalises_by_the_running_second_moment():
+    config = base_config()
+    config.optimizer, config.learning_rate, config.rmsprop_decay = "rmsprop", 0.1, 0.99
+    params, grads = {"w": jnp.array([2.0, -4.0])}, {"w": jnp.array([1.0, 3.0])}
+    tx = make_optimizer(config)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # nu = (1 - 0.99) g^2 after one step; update = -lr g / sqrt(nu + eps).
+    expected = -0.1 * grads["w"] / np.sqrt(0.01 * grads["w"] ** 2 + 1e-8)
+    np.testing.assert_allclose(updates["w"], expected, rtol=1e-5)

@@ -10,7 +10,14 @@ The two networks have their own optimizers in one `TrainState` (`opt_state = {'g
 'discriminator'}`; the discriminator may have its own learning rate), and an update of one
 never touches the other's parameters or optimizer state. Samples and evaluations use an
 exponential moving average of the generator's variables (Karras et al. 2018; Yazici et al.
-2019): ema <- decay * ema + (1 - decay) * current after every generator update.
+2019): after generator update t (t = 0, 1, ...),
+
+    ema <- d_t * ema + (1 - d_t) * current,   d_t = min(ema_decay, (1 + t) / (10 + t)),
+
+the warm-up of TensorFlow's `ExponentialMovingAverage(num_updates=t)`, so the average forgets
+the random initial weights within the first few hundred updates instead of the ~1 / (1 -
+ema_decay) it would otherwise take (0.999**2000 = 13% of the initial weights left after 2,000
+updates).
 
 model_config fields:
   architecture: 'mlp' (vectors, e.g. toy2d) | 'dcgan' (images; Radford et al. 2016).
@@ -27,7 +34,8 @@ model_config fields:
   gradient_penalty: lambda of WGAN-GP's penalty on interpolates (0 disables).
   r1_penalty: gamma of the R1 penalty, (gamma / 2) E ||grad D(x)||^2 on real data (0 disables).
   weight_clip: c of WGAN's weight clipping of the discriminator (0 disables).
-  ema_decay: decay of the generator's moving average (0: samples from the current weights).
+  ema_decay: the generator moving average's decay after its warm-up (0: samples from the
+    current weights).
   discriminator_learning_rate: the discriminator's rate (0: config.learning_rate).
 
 Labels: the fakes of a discriminator update take the labels of its real micro-batch; the
@@ -65,6 +73,13 @@ def _split_collections(variables) -> tuple[dict, dict]:
     """Flax variables -> (params, every other collection)."""
     variables = dict(variables)
     return variables.pop("params"), variables
+
+
+def ema_decay(decay: float, num_updates: jax.Array) -> jax.Array:
+    """The moving average's decay after `num_updates` earlier generator updates:
+    min(decay, (1 + t) / (10 + t)) (see the module docstring)."""
+    t = jnp.asarray(num_updates, jnp.float32)
+    return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
 def _mean_metrics(metrics: dict) -> dict:
@@ -353,7 +368,7 @@ class GAN(Model):
         ema = optax.incremental_update(
             {"params": g_params, **g_stats},
             extras["ema_generator"],
-            step_size=1.0 - self.config.model_config.ema_decay,
+            step_size=1.0 - ema_decay(self.config.model_config.ema_decay, state.step),
         )
         state = state.replace(
             params={**params, "generator": g_params},

@@ -80,14 +80,17 @@ def test_each_update_moves_only_its_own_network(build):
 
 
 def test_ema_follows_its_formula_for_weights_and_batch_norm_statistics():
-    model, config = _digits_model(ema_decay=0.9)
+    """ema_t = d_t ema_{t-1} + (1 - d_t) g_t with d_t = min(0.5, (1 + t) / (10 + t)): the
+    warm-up's 0.1, 0.18, 0.25, 0.31, then the cap 0.5 from t = 8."""
+    model, _ = _digits_model(ema_decay=0.5)
     state, batch = _state(model, 20)
     step = _on_one_device(model.train_step)
     ema = state.extras["ema_generator"]
-    for _ in range(3):
+    for t in range(10):
         state, _ = step(state, batch)
+        decay = min(0.5, (1 + t) / (10 + t))
         current = {"params": state.params["generator"], **state.extras["generator_stats"]}
-        expected = jax.tree.map(lambda e, g: 0.9 * e + 0.1 * g, ema, current)
+        expected = jax.tree.map(lambda e, g, d=decay: d * e + (1 - d) * g, ema, current)
         assert "batch_stats" in current
         for got, want in zip(
             jax.tree.leaves(state.extras["ema_generator"]), jax.tree.leaves(expected), strict=True
