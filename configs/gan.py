@@ -12,7 +12,7 @@ Variants (`--config=configs/gan.py:VARIANT`; several joined by commas, e.g. `wga
                  1e-4, betas (0, 0.9) (Gulrajani et al. 2017, Algorithm 1)
   hinge          the hinge loss (Lim & Ye 2017; Miyato et al. 2018)
   least_squares  LSGAN (Mao et al. 2017), targets a=0, b=1, c=1
-  grid25         the 5x5 grid of Gaussians instead of the 8 Gaussians
+  grid25         the 5x5 grid of Gaussians instead of the 8 Gaussians, wider networks
   tiny           a few steps on the same data: seconds
 
 eval.json reports mode coverage from `sample_quality_samples` = 2,500 samples: the number of
@@ -119,8 +119,10 @@ def apply_wgan_gp(config: ml_collections.ConfigDict) -> None:
 
 
 def apply_grid25(config: ml_collections.ConfigDict) -> None:
-    """The 5x5 grid of Gaussians (std 0.05): 25 modes to cover."""
+    """The 5x5 grid of Gaussians (std 0.05): 25 modes to cover, with wider networks (4 hidden
+    layers of 400; 128 units cover none of the modes in 5,000 steps)."""
     config.dataset = "toy2d/grid25"
+    config.model_config.hidden_size, config.model_config.num_hidden_layers = 400, 4
 
 
 def apply_tiny(config: ml_collections.ConfigDict) -> None:

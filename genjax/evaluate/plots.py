@@ -157,7 +157,7 @@ def save_image_rows(
     ]
     widest = max(strip.shape[1] for _, strip in strips)
     figure = Figure(
-        figsize=(3.0 + widest / 12.0, 0.9 * len(strips) + 0.5), dpi=_DPI, layout="constrained"
+        figsize=(2.0 + widest / 30.0, 0.9 * len(strips) + 0.5), dpi=_DPI, layout="constrained"
     )
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(strips), 1, squeeze=False)[:, 0]

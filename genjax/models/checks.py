@@ -32,6 +32,17 @@ def check_positive_ints(mc, fields) -> None:
             )
 
 
+def check_non_negative_numbers(mc, fields) -> None:
+    """Each `config.model_config.<field>` is a number >= 0 (0 typically disables a term)."""
+    for field in fields:
+        value = mc[field]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ValueError(
+                f"config.model_config.{field}={value!r} must be a non-negative number "
+                "(0 disables it)."
+            )
+
+
 def check_bools(mc, fields) -> None:
     """Each `config.model_config.<field>` is True or False."""
     for field in fields:

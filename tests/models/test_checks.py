@@ -46,3 +46,11 @@ def test_require_binary_says_how_to_binarize_and_names_the_dataset():
         checks.require_binary(spec, "config.model='nade'", "x='y'")
     binary = DataSpec("mnist5k", (28, 28, 1), 4000, 1000, 10, 256, True, (0.0, 1.0))
     checks.require_binary(binary, "config.model='nade'")
+
+
+@pytest.mark.parametrize("value", [-0.1, "1", True, None, float("nan")])
+def test_non_negative_numbers_refuse_negatives_strings_bools_and_nan(value):
+    with pytest.raises(ValueError, match=r"config.model_config.weight=.* non-negative number"):
+        checks.check_non_negative_numbers(ml_collections.ConfigDict({"weight": value}), ["weight"])
+    checks.check_non_negative_numbers(ml_collections.ConfigDict({"weight": 0}), ["weight"])
+    checks.check_non_negative_numbers(ml_collections.ConfigDict({"weight": 2.5}), ["weight"])

@@ -109,20 +109,18 @@ class GAN(Model):
             ("latent_size", "hidden_size", "num_hidden_layers", "base_channels", "critic_steps"),
         )
         checks.check_bools(mc, ("spectral_norm",))
-        for field in (
-            "gradient_penalty",
-            "r1_penalty",
-            "weight_clip",
-            "aux_weight",
-            "discriminator_learning_rate",
-        ):
-            value = mc[field]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(
-                    f"config.model_config.{field}={value!r} must be a non-negative number "
-                    "(0 disables it)."
-                )
-        if not 0 <= mc.ema_decay < 1:
+        checks.check_non_negative_numbers(
+            mc,
+            (
+                "gradient_penalty",
+                "r1_penalty",
+                "weight_clip",
+                "aux_weight",
+                "discriminator_learning_rate",
+                "ema_decay",
+            ),
+        )
+        if not mc.ema_decay < 1:
             raise ValueError(
                 f"config.model_config.ema_decay={mc.ema_decay!r} must be in [0, 1) "
                 "(0: no moving average)."

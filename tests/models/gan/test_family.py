@@ -207,3 +207,27 @@ def test_tiny_configs_train_and_report_sample_quality(tmp_path, module, variant)
     if config.model_config.conditioning != "none":
         assert 0 <= results["label_accuracy"] <= 1
     assert (tmp_path / "samples" / f"step_{config.num_steps:08d}.png").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("loss", "vanilla", r"config.model_config.loss='vanilla'; allowed: \('minimax'"),
+        ("conditioning", "film", r"conditioning='film'; allowed"),
+        ("ema_decay", 1.0, r"ema_decay=1.0 must be in \[0, 1\)"),
+        ("gradient_penalty", -1.0, r"gradient_penalty=-1.0 must be a non-negative number"),
+        ("critic_steps", 0, r"critic_steps=0 must be a positive integer"),
+    ],
+)
+def test_bad_fields_are_refused_by_name(field, value, message):
+    config = gan.get_config("tiny")
+    config.model_config[field] = value
+    with pytest.raises(ValueError, match=message):
+        GAN.validate_config(config)
+
+
+def test_dcgan_on_vectors_is_refused():
+    config = gan.get_config("tiny")
+    config.model_config.architecture = "dcgan"
+    with pytest.raises(ValueError, match="architecture='dcgan' needs images"):
+        GAN(config, TOY_SPEC)
