@@ -11,7 +11,8 @@ with batch norm and ReLU, tanh output; the discriminator: stride-2 convolutions 
 (0.2), batch norm after the first; Adam 2e-4, beta1 = 0.5, batches of 64 (the paper's settings,
 with narrower layers for 2 CPU cores). eval.json: Fréchet distance and precision/recall of 1,000
 samples against the 1,000 test digits in the features of genjax's digit classifier. Measured
-figures and the sample grid are in the README.
+(seed 0, 2 CPU cores): Fréchet distance 87.6, precision 0.491, recall 0.463 in 14.3 min (the
+floor, training digits against test digits: 5.75, 0.858, 0.892).
 """
 
 import ml_collections

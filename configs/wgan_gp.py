@@ -9,6 +9,9 @@ Algorithm 1 of the paper: the Wasserstein critic loss plus lambda = 10 times the
 penalty on interpolates, 5 critic updates (each on its own batch of 64) per generator update,
 Adam 1e-4 with betas (0, 0.9); the critic uses layer norm, not batch norm (sec. 4). The networks
 are configs/dcgan.py's. eval.json: Fréchet distance and precision/recall as in dcgan.py.
+Measured (seed 0, 2 CPU cores): Fréchet distance 205.7, precision 0.679, recall 0.100 after 600
+generator updates in 33 min, far from DCGAN's 87.6 at 2,000; more updates were not affordable
+on the CPU.
 """
 
 import ml_collections

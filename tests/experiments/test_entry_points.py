@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # every test starts Python processes
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_STEPS = 12  # --config.num_steps override of the tiny config's 20 steps
 TINY_VAE = "--config=configs/vae.py:tiny"

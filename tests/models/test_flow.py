@@ -115,6 +115,7 @@ def test_flow_family_is_registered_under_flow():
     assert models.get("flow") is FlowModel
 
 
+@pytest.mark.slow
 def test_forward_only_flows_are_fitted_by_the_reverse_kl(tmp_path):
     config = importlib.import_module("configs.planar").get_config("tiny")
     results = train_and_evaluate(config, str(tmp_path / "run"))

@@ -149,6 +149,7 @@ def test_final_eval_and_sampling_shapes():
     assert np.all((samples >= 0) & (samples <= 1))
 
 
+@pytest.mark.slow
 def test_conv_architecture():
     spec = DataSpec("test", (8, 8, 1), 10, 10, None, 2, True, (0.0, 1.0))
     model = _model(hidden_sizes=((16,),), latent_sizes=(3,), spec=spec, architecture="conv")

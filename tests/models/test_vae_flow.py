@@ -167,9 +167,8 @@ def test_the_elbo_trains_the_flow_and_the_context_amortises_it(flow):
     assert not np.allclose(z_a, z_b, atol=1e-4)  # two inputs, two flow maps
 
 
-# The IAF posterior's network is tested above and its config validated in tests/test_configs.py;
-# one end-to-end run (the default, planar) keeps the suite inside its time budget.
-@pytest.mark.parametrize("variant", ["tiny"])
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["tiny", "iaf,tiny"])
 def test_tiny_flow_configs_train_end_to_end(variant, tmp_path):
     config = vae_flow_configs.get_config(variant)
     config.num_steps, config.eval_every, config.checkpoint_every = 10, 0, 10  # final eval only

@@ -186,6 +186,7 @@ def test_workdir_of_a_different_model_is_refused(tiny_vae_config, tmp_path):
     assert _tree_files(workdir) == before
 
 
+@pytest.mark.slow
 def test_workdir_accepts_changed_evaluation_settings(tiny_vae_config, tmp_path):
     workdir = str(tmp_path)
     train_and_evaluate(tiny_vae_config, workdir, stop_at_step=2)

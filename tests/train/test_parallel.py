@@ -7,8 +7,11 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 from genjax.train import load_state
+
+pytestmark = pytest.mark.slow  # each test starts two training processes
 
 _TRAIN_SCRIPT = textwrap.dedent(
     """

@@ -68,9 +68,8 @@ def fake_binarized_mnist(monkeypatch):
     pipeline.load_raw.cache_clear()
 
 
-# One family suffices for time: the data path under test is the same for every family, and
-# each tiny config runs end to end above.
-@pytest.mark.parametrize("name", ["made"])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["made", "nade", "pixelcnn"])
 def test_config_runs_on_binarized_mnist(fake_binarized_mnist, tmp_path, name):
     config = importlib.import_module(f"configs.{name}").get_config("tiny")
     config.dataset = "binarized_mnist"  # the documented override, nothing else changed

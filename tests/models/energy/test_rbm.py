@@ -200,6 +200,7 @@ def _tiny(variant="tiny"):
     return rbm_config.get_config(variant)
 
 
+@pytest.mark.slow
 def test_pcd_chains_survive_checkpoint_and_resume(tmp_path):
     from genjax.train import load_state, train_and_evaluate
 

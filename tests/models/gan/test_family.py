@@ -191,7 +191,12 @@ def test_samples_cycle_through_the_classes_and_follow_the_label():
 
 
 @pytest.mark.parametrize(
-    "module, variant", [(gan, "wgan_gp,tiny"), (dcgan, "tiny"), (acgan, "tiny")]
+    "module, variant",
+    [
+        pytest.param(gan, "wgan_gp,tiny", marks=pytest.mark.slow),
+        pytest.param(dcgan, "tiny", marks=pytest.mark.slow),
+        (acgan, "tiny"),  # the image path, conditioning and the classifier features
+    ],
 )
 def test_tiny_configs_train_and_report_sample_quality(tmp_path, module, variant):
     config = module.get_config(variant)
