@@ -40,6 +40,7 @@ def test_toy_density_integrates_to_one_on_a_grid(name):
     np.testing.assert_allclose(np.exp(log_p).sum() * cell, 1.0, atol=0.01)
 
 
+@pytest.mark.slow
 def test_dequantized_images_report_discrete_space_bits_per_dim(tmp_path):
     config = importlib.import_module("configs.realnvp").get_config("tiny")
     results = train_and_evaluate(config, str(tmp_path / "run"))
@@ -95,6 +96,7 @@ def test_bad_configs_are_refused_before_any_write(tmp_path, overrides, message):
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["glow", "maf"])  # realnvp: the image run below
 def test_toy_config_trains_and_reports_the_entropy_gap(tmp_path, name):
     config = importlib.import_module(f"configs.{name}").get_config("toy,tiny")

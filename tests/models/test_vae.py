@@ -83,6 +83,7 @@ def test_log_weights_match_numpy_reference(hidden_sizes, latent_sizes):
     np.testing.assert_allclose(log_w, reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_each_example_uses_only_its_own_key():
     """Per-example noise: an example's weights do not depend on what else is in the batch."""
     model = _model()

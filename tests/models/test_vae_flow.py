@@ -139,6 +139,7 @@ def test_log_q_is_the_base_density_minus_the_log_det_of_the_flow_jacobian(flow):
     np.testing.assert_allclose(log_w, log_joint - log_q, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flow", FLOWS)
 def test_the_elbo_trains_the_flow_and_the_context_amortises_it(flow):
     model = _model(flow, num_importance_samples=2, objective="elbo")

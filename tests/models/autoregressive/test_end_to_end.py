@@ -18,7 +18,7 @@ import pytest
 from genjax.data import pipeline
 from genjax.train import train_and_evaluate
 
-CONFIGS = ["made", "nade", "pixelcnn"]
+CONFIGS = ["made", "nade", pytest.param("pixelcnn", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

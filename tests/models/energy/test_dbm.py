@@ -186,6 +186,7 @@ def test_doubled_unit_pretraining_rbms():
     assert np.abs(out["second_grads"]["W2"]).max() > 0
 
 
+@pytest.mark.slow
 def test_family_evaluation_uses_log_z_of_as_rbm():
     spec = DataSpec("test", (3, 4, 1), 10, 10, None, 2, True, (0.0, 1.0))
     config = dbm_configs.get_config("tiny")
