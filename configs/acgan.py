@@ -14,23 +14,11 @@ Samples cycle through the classes (the grid's columns are the digits 0-9), and e
 
 import ml_collections
 
-from configs import common
-from configs.dcgan import dcgan_model_config
-from configs.gan import apply_image_tiny, image_gan_config
+from configs.cgan import VARIANTS, conditional_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = image_gan_config(
-        dcgan_model_config(conditioning="acgan"),
-        num_steps=3_000,
-        eval_every=1_000,
-        checkpoint_every=1_000,
-        sample_every=1_000,
-        log_every=100,
-        num_samples=100,
-    )
-    common.apply_variants(config, arg, VARIANTS)
-    return config
+    return conditional_config("acgan", arg)
 
 
-VARIANTS = {"tiny": apply_image_tiny}
+__all__ = ["VARIANTS", "get_config"]

@@ -17,9 +17,11 @@ from configs.dcgan import dcgan_model_config
 from configs.gan import apply_image_tiny, image_gan_config
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+def conditional_config(conditioning: str, arg: str | None) -> ml_collections.ConfigDict:
+    """DCGAN networks on mnist5k conditioned by `conditioning`, 100-sample grids (ten per
+    class), with the variants of `arg`."""
     config = image_gan_config(
-        dcgan_model_config(conditioning="concat"),
+        dcgan_model_config(conditioning=conditioning),
         num_steps=3_000,
         eval_every=1_000,
         checkpoint_every=1_000,
@@ -29,6 +31,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     common.apply_variants(config, arg, VARIANTS)
     return config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return conditional_config("concat", arg)
 
 
 VARIANTS = {"tiny": apply_image_tiny}

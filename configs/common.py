@@ -24,6 +24,11 @@ def binarized_mnist5k(
     config.eval_batch_size = 100
     config.learning_rate = 1e-3
     config.lr_schedule = "cosine"
+    return set_fields(config, fields)
+
+
+def set_fields(config: ml_collections.ConfigDict, fields: dict) -> ml_collections.ConfigDict:
+    """Sets top-level `fields` on `config` (a KeyError names an unknown one); returns it."""
     for field, value in fields.items():
         if field not in config:
             raise KeyError(f"{field!r} is not a top-level config field; fields: {sorted(config)}")

@@ -68,11 +68,7 @@ def gan_config(model_config: ml_collections.ConfigDict, **fields) -> ml_collecti
     config.learning_rate = 2e-4
     config.adam_b1 = 0.5
     config.sample_quality_samples = 1000
-    for field, value in fields.items():
-        if field not in config:
-            raise KeyError(f"{field!r} is not a top-level config field; fields: {sorted(config)}")
-        config[field] = value
-    return config
+    return common.set_fields(config, fields)
 
 
 def image_gan_config(
