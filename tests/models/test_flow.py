@@ -54,6 +54,7 @@ def test_dequantized_images_report_discrete_space_bits_per_dim(tmp_path):
     assert results["nll_estimator"] == "exact"
 
 
+@pytest.mark.slow
 def test_glow_actnorm_is_initialised_on_real_training_data():
     config = importlib.import_module("configs.glow").get_config("tiny")
     experiment = Experiment(config)

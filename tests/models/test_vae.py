@@ -132,6 +132,7 @@ def test_analytic_kl_is_the_expectation_of_the_sampled_kl_term():
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_final_eval_and_sampling_shapes():
     model = _model(hidden_sizes=((5, 4), (3,)), latent_sizes=(4, 2))
     x = (np.random.default_rng(0).uniform(size=(3, 3, 4, 1)) > 0.5).astype(np.float32)

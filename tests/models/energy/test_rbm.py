@@ -219,6 +219,7 @@ def test_pcd_chains_survive_checkpoint_and_resume(tmp_path):
     assert np.any(halfway["extras"]["chains"] != resumed["extras"]["chains"])
 
 
+@pytest.mark.slow
 def test_tiny_rbm_end_to_end_exact_and_ais(tmp_path):
     from genjax.train import Experiment, restore_state, train_and_evaluate
 
