@@ -44,6 +44,10 @@ def main(argv):
             "walks a GAN generator's latent space (config.model='gan')."
         )
     experiment = Experiment(config)
+    if not experiment.spec.is_image:
+        raise app.UsageError(
+            "experiments.latent draws image figures; this run's data are not images."
+        )
     state = restore_state(experiment, _WORKDIR.value, _STEP.value)
     model, to_unit = experiment.model, experiment.dataset.preprocessor.to_unit
     generate_jit = jax.jit(
@@ -61,10 +65,6 @@ def main(argv):
     grid = latent.interpolation_grid(
         generate, key, latent_size, _ROWS.value, _COLS.value, num_classes, _METHOD.value
     )
-    if not experiment.spec.is_image:
-        raise app.UsageError(
-            "experiments.latent draws image figures; this run's data are not images."
-        )
     path = os.path.join(out_dir, "interpolation.png")
     plots.save_image_grid(grid, path, num_rows=_ROWS.value)
     print(f"wrote {path}")

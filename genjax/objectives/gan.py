@@ -153,7 +153,8 @@ def hinge_discriminator_loss(real_scores: jax.Array, fake_scores: jax.Array) -> 
 
 
 def hinge_generator_loss(fake_scores: jax.Array) -> jax.Array:
-    """Hinge-GAN generator loss -E[D(G(z))] (Lim & Ye 2017; Miyato et al. 2018).
+    """Hinge-GAN generator loss -E[D(G(z))] (Lim & Ye 2017; Miyato et al. 2018): the same
+    loss as WGAN's generator, named for the hinge pairing.
 
     Args:
       fake_scores: discriminator outputs on samples G(z), shape (B,).
@@ -161,8 +162,7 @@ def hinge_generator_loss(fake_scores: jax.Array) -> jax.Array:
     Returns:
       The scalar loss.
     """
-    _check_scores(fake_scores)
-    return -jnp.mean(fake_scores)
+    return wasserstein_generator_loss(fake_scores)
 
 
 # ---------------------------------------------------------------------------- least squares
