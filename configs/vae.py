@@ -38,6 +38,13 @@ def vae_model_config() -> ml_collections.ConfigDict:
             posterior_flow_layers=4,
             posterior_flow_hidden=64,
             context_size=32,
+            # 'gaussian' | 'bernoulli' (binary latents, trained with --config.estimator=score
+            # or vimco), and the baseline of the score-function estimator: 'running_mean'
+            # (its decay), 'learned' (an MLP b(x) of `baseline_hidden` units) or 'none'.
+            latent_distribution="gaussian",
+            score_baseline="running_mean",
+            baseline_decay=0.99,
+            baseline_hidden=100,
         )
     )
 

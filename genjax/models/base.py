@@ -42,6 +42,8 @@ class Model(abc.ABC):
       init_batch_size: 0, or how many real training examples `init` needs as `example_x`
         (data-dependent initialisation, e.g. Glow's ActNorm); the trainer then passes the
         first `init_batch_size` preprocessed training examples instead of zeros.
+      estimators: the values of `config.estimator` the family implements; ('reparam',) for
+        families trained by their exact (or their own) gradient.
       train_batches_per_step: how many batches of `config.batch_size` one `train_step`
         consumes (a GAN's critic steps); the trainer passes them as one batch of
         `config.batch_size * train_batches_per_step` examples.
@@ -55,6 +57,7 @@ class Model(abc.ABC):
     sharded_extras: tuple[str, ...] = ()
     init_batch_size: int = 0
     train_batches_per_step: int = 1
+    estimators: tuple[str, ...] = ("reparam",)
     # model_config fields added after runs were saved without them: {field: the value that
     # reproduces the old behaviour}, so those runs can still be resumed and re-evaluated.
     added_field_defaults: dict = {}

@@ -44,11 +44,18 @@ from genjax.flows.autoregressive import iaf_flow
 from genjax.flows.planar import planar_flow
 from genjax.models import checks
 from genjax.models.base import GradientModel
+from genjax.objectives import estimators as estimator_lib
 
 ARCHITECTURES = ("mlp", "conv")
 OBJECTIVES = ("elbo", "iwae")
 LIKELIHOODS = ("bernoulli", "gaussian")
 POSTERIOR_FLOWS = ("none", "planar", "iaf")
+LATENT_DISTRIBUTIONS = ("gaussian", "bernoulli")
+SCORE_BASELINES = ("running_mean", "learned", "none")
+# Estimators that differentiate through the sample (z = mean + std * eps) and those that treat
+# it as a constant and use the score function of q (the only ones for Bernoulli latents).
+PATHWISE_ESTIMATORS = estimator_lib.REPARAMETERIZED_ESTIMATORS
+SCORE_ESTIMATORS = ("score", "vimco")
 # The flow-posterior fields of model_config and their defaults (configs/vae.py sets the same
 # values); runs saved before the fields existed read them through `added_field_defaults`.
 FLOW_DEFAULTS = {
@@ -56,6 +63,13 @@ FLOW_DEFAULTS = {
     "posterior_flow_layers": 4,
     "posterior_flow_hidden": 64,
     "context_size": 32,
+}
+# The discrete-latent and score-function fields, likewise (configs/vae.py sets the same).
+ESTIMATOR_DEFAULTS = {
+    "latent_distribution": "gaussian",
+    "score_baseline": "running_mean",
+    "baseline_decay": 0.99,
+    "baseline_hidden": 100,
 }
 
 
@@ -176,6 +190,10 @@ class VAENetwork(nn.Module):
       posterior_flow_layers: K, its number of layers.
       posterior_flow_hidden: the MADE hidden width of each 'iaf' layer.
       context_size: C, the width of the encoder's context h that conditions the flow.
+      latent_distribution: 'gaussian' | 'bernoulli' (one stochastic layer of binary units,
+        q(z | x) = prod_u Bernoulli(sigmoid(l_u(x))), prior Bernoulli(sigmoid(prior_logits))).
+      baseline_hidden: with a learned score-function baseline, the width of its tanh hidden
+        layer; 0 for no baseline network.
     """
 
     data_shape: tuple[int, ...]
@@ -188,13 +206,31 @@ class VAENetwork(nn.Module):
     posterior_flow_layers: int = 4
     posterior_flow_hidden: int = 64
     context_size: int = 32
+    latent_distribution: str = "gaussian"
+    baseline_hidden: int = 0
 
     def setup(self):
         num_dims = int(np.prod(self.data_shape))
         outputs_per_dim = 1 if self.likelihood == "bernoulli" else 2
         has_flow = self.posterior_flow != "none"
         context_size = self.context_size if has_flow else 0
-        if self.architecture == "conv":
+        if self.baseline_hidden:
+            # b(x): an input-dependent baseline for the score-function estimator (NVIL).
+            self.baseline_network = MLP((self.baseline_hidden,), 1)
+        if self.latent_distribution == "bernoulli":
+            if len(self.latent_sizes) != 1 or self.architecture != "mlp" or has_flow:
+                raise ValueError(
+                    "latent_distribution='bernoulli' needs one stochastic layer, the 'mlp' "
+                    "architecture and no posterior flow"
+                )
+            self.data_encoder = MLP(self.hidden_sizes[0], self.latent_sizes[0])  # logits
+            self.data_decoder = MLP(
+                tuple(reversed(self.hidden_sizes[0])), outputs_per_dim * num_dims
+            )
+            self.prior_logits = self.param(
+                "prior_logits", nn.initializers.zeros, (self.latent_sizes[0],)
+            )
+        elif self.architecture == "conv":
             hidden = self.hidden_sizes[0][-1]
             self.data_encoder = ConvEncoder(
                 self.conv_channels, hidden, self.latent_sizes[0], context_size
@@ -279,6 +315,8 @@ class VAENetwork(nn.Module):
           K draws would add variance of order 1/K to every unit, as large as the 0.01
           threshold of `active_units` at K = 100).
         """
+        if self.latent_distribution == "bernoulli":
+            return self._bernoulli_posterior(x, noise[0])
         mean, log_var, context = self.encode_data(x)  # (B, U_1), (B, U_1), (B, C) | None
         first_layer = (mean, log_var)
         samples, log_q, means = [], 0.0, []
@@ -295,8 +333,51 @@ class VAENetwork(nn.Module):
             means.append(jnp.broadcast_to(mean, z.shape).mean(axis=0))
         return samples, log_q, first_layer, means
 
+    def _bernoulli_posterior(self, x, uniform):
+        """Binary z ~ q(z | x) = prod_u Bernoulli(sigmoid(l_u(x))) from uniform draws (K, B, U):
+        z_u = 1 where uniform_u < sigmoid(l_u). z is a step function of the logits, so no
+        gradient flows through it; only score-function estimators train the encoder.
+
+        Returns what `posterior` returns; the first layer is (logits, None), the posterior mean
+        sigmoid(l(x)) (B, U).
+        """
+        logits = self.data_encoder(x.reshape((x.shape[0], -1)))  # (B, U)
+        z = (uniform < jax.nn.sigmoid(logits)).astype(uniform.dtype)  # (K, B, U)
+        log_q = objectives.bernoulli_log_prob(z, logits, event_ndims=1)  # (K, B)
+        return [z], log_q, (logits, None), [jax.nn.sigmoid(logits)]
+
+    def posterior_log_prob(self, x, samples):
+        """log q(z_1..z_L | x) of given samples (no flow), shape (K, B).
+
+        Applied with stopped parameters it gives sticking-the-landing's log q (Roeder et al.
+        2017): the density's parameters are constants, while z (and, in a hierarchy, the z_l
+        that condition upper layers) keep their gradients.
+        """
+        if self.latent_distribution == "bernoulli":
+            logits = self.data_encoder(x.reshape((x.shape[0], -1)))
+            return objectives.bernoulli_log_prob(samples[0], logits, event_ndims=1)
+        mean, log_var, _ = self.encode_data(x)  # (B, U_1) each
+        log_q = objectives.gaussian_log_prob(samples[0], mean, log_var, event_ndims=1)
+        for layer in range(1, len(samples)):
+            mean, log_var = self.latent_encoders[layer - 1](samples[layer - 1])  # (K, B, U_l)
+            log_q = log_q + objectives.gaussian_log_prob(
+                samples[layer], mean, log_var, event_ndims=1
+            )
+        return log_q
+
+    def log_joint(self, x, samples):
+        """(log p(x | z_1), log p(z)), each (K, B), of given samples."""
+        return self.log_likelihood(x, samples[0]), self.log_prior(samples)
+
+    def baseline(self, x):
+        """The learned score-function baseline b(x), (B,), for x (B, *data_shape)."""
+        return self.baseline_network(x.reshape((x.shape[0], -1)))[:, 0]
+
     def log_prior(self, samples):
         """log p(z_L) + sum_l log p(z_{l-1} | z_l), shape (K, B)."""
+        if self.latent_distribution == "bernoulli":
+            logits = jnp.broadcast_to(self.prior_logits, samples[0].shape)
+            return objectives.bernoulli_log_prob(samples[0], logits, event_ndims=1)
         top = samples[-1]
         log_p = objectives.gaussian_log_prob(
             top, jnp.zeros_like(top), jnp.zeros_like(top), event_ndims=1
@@ -330,11 +411,20 @@ class VAENetwork(nn.Module):
         samples, log_q, first_layer, means = self.posterior(x, noise)
         log_px = self.log_likelihood(x, samples[0])
         log_w = log_px + self.log_prior(samples) - log_q
-        return {"log_w": log_w, "log_px": log_px, "first_layer": first_layer, "means": means}
+        outputs = {"log_w": log_w, "log_px": log_px, "first_layer": first_layer, "means": means}
+        if self.baseline_hidden:
+            outputs["baseline"] = self.baseline(x)  # (B,)
+        return outputs
 
     def generate(self, z_top, noise):
-        """Ancestral sample: z_L -> ... -> z_1 -> mean of p(x | z_1). noise: per lower layer."""
+        """Ancestral sample: z_L -> ... -> z_1 -> mean of p(x | z_1). noise: per lower layer.
+
+        Gaussian latents: z_top is the top layer's draw (num, U_L). Bernoulli latents: z_top
+        is uniform (num, U), and z = 1 where it falls below sigmoid(prior_logits).
+        """
         z = z_top
+        if self.latent_distribution == "bernoulli":
+            z = (z_top < jax.nn.sigmoid(self.prior_logits)).astype(z_top.dtype)
         for layer in range(len(self.latent_sizes) - 1, 0, -1):
             mean, log_var = self.latent_decoders[layer - 1](z)
             z = mean + jnp.exp(0.5 * log_var) * noise[layer - 1]
@@ -361,10 +451,20 @@ class VAE(GradientModel):
       context_size: C, the width of the encoder's context h (used only with a flow).
       eval_importance_samples, eval_chunk_size: the final log p(x) estimate (IWAE-5000).
       monitor_importance_samples: k of the cheap evaluation during training.
+      latent_distribution: 'gaussian' | 'bernoulli' (one layer of binary units; trained with
+        config.estimator = 'score' or 'vimco').
+      score_baseline: the baseline b of config.estimator='score': 'running_mean' (an
+        exponential moving average of the learning signal, bias-corrected), 'learned' (an MLP
+        b(x) fitted by squared error to the signal, Mnih & Gregor 2014) or 'none'.
+      baseline_decay: the moving average's decay.
+      baseline_hidden: the learned baseline's hidden width.
+
+    The top-level `config.estimator` picks the gradient estimator (see `estimator_loss`).
     """
 
     main_metric = "train/loss"
-    added_field_defaults = FLOW_DEFAULTS
+    added_field_defaults = {**FLOW_DEFAULTS, **ESTIMATOR_DEFAULTS}
+    estimators = estimator_lib.ESTIMATORS
     evaluation_fields = (
         "eval_importance_samples",
         "eval_chunk_size",
@@ -400,6 +500,58 @@ class VAE(GradientModel):
                 f"be a multiple of config.model_config.eval_chunk_size={mc.eval_chunk_size}."
             )
         cls._validate_flow(mc)
+        cls._validate_estimator(config)
+
+    @staticmethod
+    def _validate_estimator(config) -> None:
+        """The estimator fields, and the estimator against the latents and the objective."""
+        mc, estimator = config.model_config, config.estimator
+        if estimator not in estimator_lib.ESTIMATORS:
+            raise ValueError(f"config.estimator={estimator!r}; allowed: {estimator_lib.ESTIMATORS}")
+        checks.check_choices(
+            mc, {"latent_distribution": LATENT_DISTRIBUTIONS, "score_baseline": SCORE_BASELINES}
+        )
+        checks.check_positive_ints(mc, ("baseline_hidden",))
+        if not 0.0 <= mc.baseline_decay < 1.0:
+            raise ValueError(
+                f"config.model_config.baseline_decay={mc.baseline_decay!r} must be in [0, 1)."
+            )
+        field = f"config.estimator={estimator!r}"
+        if mc.latent_distribution == "bernoulli":
+            if len(mc.latent_sizes) != 1 or mc.architecture != "mlp":
+                raise ValueError(
+                    "config.model_config.latent_distribution='bernoulli' needs one stochastic "
+                    "layer and architecture='mlp'; got latent_sizes="
+                    f"{tuple(mc.latent_sizes)}, architecture={mc.architecture!r}."
+                )
+            if estimator not in SCORE_ESTIMATORS or mc.posterior_flow != "none":
+                raise ValueError(
+                    f"{field} with config.model_config.latent_distribution='bernoulli': binary "
+                    "latents cannot be reparameterized; allowed: config.estimator in "
+                    f"{SCORE_ESTIMATORS}, with posterior_flow='none'."
+                )
+        if mc.posterior_flow != "none" and estimator != "reparam":
+            raise ValueError(
+                f"{field} with config.model_config.posterior_flow={mc.posterior_flow!r}: the "
+                "other estimators evaluate log q at a given z, which needs the flow's inverse; "
+                "allowed with a flow: config.estimator='reparam'."
+            )
+        if mc.analytic_kl and estimator != "reparam":
+            raise ValueError(
+                f"{field} with config.model_config.analytic_kl=True: the closed-form KL is "
+                "the reparameterized ELBO's; use config.estimator='reparam' or analytic_kl=False."
+            )
+        if estimator in ("dreg", "vimco") and mc.objective != "iwae":
+            raise ValueError(
+                f"{field} estimates the gradient of the IWAE bound, but "
+                f"config.model_config.objective={mc.objective!r}; use objective='iwae' (for "
+                "the ELBO: 'stl', 'reparam' or 'score')."
+            )
+        if estimator == "vimco" and mc.num_importance_samples < 2:
+            raise ValueError(
+                f"{field} needs config.model_config.num_importance_samples >= 2 (its baseline "
+                f"for sample k uses the other samples), got {mc.num_importance_samples}."
+            )
 
     @staticmethod
     def _validate_flow(mc) -> None:
@@ -441,6 +593,9 @@ class VAE(GradientModel):
                 spec, "config.model_config.likelihood='bernoulli'", "likelihood='gaussian'"
             )
         self._validate_flow(mc)  # also when built without `validate` (a closed-form KL is wrong)
+        self._validate_estimator(config)
+        self.estimator = config.estimator
+        self.score_baseline = mc.score_baseline if config.estimator == "score" else "none"
         self.latent_sizes = tuple(int(s) for s in mc.latent_sizes)
         self.network = VAENetwork(
             data_shape=spec.example_shape,
@@ -452,18 +607,24 @@ class VAE(GradientModel):
             posterior_flow_layers=int(mc.posterior_flow_layers),
             posterior_flow_hidden=int(mc.posterior_flow_hidden),
             context_size=int(mc.context_size),
+            latent_distribution=mc.latent_distribution,
+            baseline_hidden=int(mc.baseline_hidden) if self.score_baseline == "learned" else 0,
         )
         self.use_analytic_kl = (
             mc.analytic_kl and mc.objective == "elbo" and len(self.latent_sizes) == 1
         )
 
     def _noise(self, keys: jax.Array, num_samples: int) -> list[jax.Array]:
-        """Standard normal draws per layer, (K, B, U_l), each example from its own key."""
+        """Draws per layer, (K, B, U_l), each example from its own key: standard normal, or
+        uniform on [0, 1) for Bernoulli latents."""
+        draw = jax.random.normal
+        if self.config.model_config.latent_distribution == "bernoulli":
+            draw = jax.random.uniform
 
         def per_example(key):
             layer_keys = jax.random.split(key, len(self.latent_sizes))
             return [
-                jax.random.normal(k, (num_samples, size))
+                draw(k, (num_samples, size))
                 for k, size in zip(layer_keys, self.latent_sizes, strict=True)
             ]
 
@@ -472,7 +633,10 @@ class VAE(GradientModel):
 
     def init(self, key, example_x):
         noise = [jnp.zeros((1, example_x.shape[0], size)) for size in self.latent_sizes]
-        return self.network.init(key, example_x, noise), {}
+        extras = {}
+        if self.score_baseline == "running_mean":
+            extras = {"baseline_mean": jnp.zeros(()), "baseline_updates": jnp.zeros((), jnp.int32)}
+        return self.network.init(key, example_x, noise), extras
 
     def log_weights(self, params, x, keys, num_samples):
         """Log importance weights (K, B) and network outputs for fresh samples."""
@@ -480,20 +644,135 @@ class VAE(GradientModel):
         chex.assert_shape(outputs["log_w"], (num_samples, x.shape[0]))
         return outputs
 
+    def parameter_groups(self) -> dict[str, tuple[str, ...]]:
+        """Parameter-path prefixes of the inference network (phi: encoders, flow, and a
+        learned baseline's own group) and of the generative model (theta: decoders, prior),
+        for per-group gradient diagnostics (`genjax.evaluate.gradient_snr.prefix_groups`)."""
+        upper = range(len(self.latent_sizes) - 1)
+        return {
+            "encoder": (
+                "params/data_encoder",
+                *(f"params/latent_encoders_{i}" for i in upper),
+                "params/flow",
+            ),
+            "decoder": (
+                "params/data_decoder",
+                *(f"params/latent_decoders_{i}" for i in upper),
+                "params/prior_logits",
+            ),
+        }
+
+    def _bound(self, log_w):
+        """The training objective of log weights (K, B) -> (B,): IWAE bound or ELBO."""
+        if self.config.model_config.objective == "iwae":
+            return objectives.iwae_bound(log_w, axis=0)
+        return objectives.elbo(log_w, axis=0)
+
     def loss(self, params, extras, batch, keys):
+        return self.estimator_loss(params, extras, batch, keys)
+
+    def estimator_loss(self, params, extras, batch, keys, estimator=None, num_samples=None):
+        """-mean_b bound(x_b) -> (loss, (metrics, extras)); its gradient is `estimator`'s.
+
+        The loss's value is always the bound (the configured objective with k =
+        `num_samples` samples); the estimator changes only the gradient
+        (genjax.objectives.estimators):
+
+          reparam  pathwise: z = mu + sigma * eps, differentiate log w (Kingma & Welling 2014).
+          stl      pathwise with log q's parameters stopped (Roeder et al. 2017).
+          dreg     doubly reparameterized IWAE gradient (Tucker et al. 2019): encoder terms
+                   weighted by w~_k^2 through z, decoder terms by w~_k; two decoder passes.
+          score    z stopped, the score function of q times (signal - baseline).
+          vimco    z stopped, VIMCO's leave-one-out signals (Mnih & Rezende 2016).
+
+        Args:
+          params, extras, batch, keys: as `loss`.
+          estimator: overrides `config.estimator` (for gradient diagnostics).
+          num_samples: overrides `model_config.num_importance_samples`.
+        """
         mc = self.config.model_config
-        outputs = self.log_weights(params, batch["x"], keys, mc.num_importance_samples)
-        log_w = outputs["log_w"]  # (K, B)
-        if self.use_analytic_kl:
-            mean, log_var = outputs["first_layer"]
-            bound = outputs["log_px"].mean(axis=0) - objectives.gaussian_kl(mean, log_var)
-        elif mc.objective == "iwae":
-            bound = objectives.iwae_bound(log_w, axis=0)
-        else:
-            bound = objectives.elbo(log_w, axis=0)
-        bound = bound + batch["log_det"]  # (B,)
-        metrics = {"train/bound": bound.mean(), "train/elbo": objectives.elbo(log_w).mean()}
-        return -bound.mean(), (metrics, extras)
+        estimator = self.estimator if estimator is None else estimator
+        num_samples = mc.num_importance_samples if num_samples is None else num_samples
+        x, net = batch["x"], self.network
+        noise = self._noise(keys, num_samples)
+        metrics, baseline_loss = {}, 0.0
+        if estimator == "reparam":
+            outputs = net.apply(params, x, noise)
+            log_w = outputs["log_w"]  # (K, B)
+            bound = self._bound(log_w)
+            if self.use_analytic_kl:
+                mean, log_var = outputs["first_layer"]
+                bound = outputs["log_px"].mean(axis=0) - objectives.gaussian_kl(mean, log_var)
+            surrogate = bound
+        elif estimator in estimator_lib.REPARAMETERIZED_ESTIMATORS:  # stl, dreg
+            samples = net.apply(params, x, noise, method=VAENetwork.posterior)[0]
+            frozen = jax.lax.stop_gradient(params)
+            log_q_frozen = net.apply(frozen, x, samples, method=VAENetwork.posterior_log_prob)
+            if estimator == "stl":
+                log_px, log_prior = net.apply(params, x, samples, method=VAENetwork.log_joint)
+                log_w = log_px + log_prior - log_q_frozen
+                surrogate = bound = self._bound(log_w)
+            else:
+                # Encoder path: z live, every density's parameters frozen.
+                log_w_encoder = (
+                    sum(net.apply(frozen, x, samples, method=VAENetwork.log_joint)) - log_q_frozen
+                )
+                # Decoder path: z fixed, the generative model's parameters live.
+                fixed = jax.lax.stop_gradient(samples)
+                log_px, log_prior = net.apply(params, x, fixed, method=VAENetwork.log_joint)
+                log_w = log_px + log_prior - jax.lax.stop_gradient(log_q_frozen)
+                surrogate = estimator_lib.dreg_surrogate(log_w_encoder, log_w)
+                bound = objectives.iwae_bound(log_w, axis=0)
+        else:  # score, vimco: z is a constant, q enters through its score
+            samples = net.apply(params, x, noise, method=VAENetwork.posterior)[0]
+            samples = jax.lax.stop_gradient(samples)
+            log_q = net.apply(params, x, samples, method=VAENetwork.posterior_log_prob)
+            log_px, log_prior = net.apply(params, x, samples, method=VAENetwork.log_joint)
+            log_w = log_px + log_prior - log_q  # (K, B)
+            bound = self._bound(log_w)
+            if estimator == "vimco":
+                surrogate = estimator_lib.vimco_surrogate(log_w, log_q)
+            else:
+                signal = estimator_lib.learning_signal(log_w, mc.objective)  # (B,)
+                baseline, baseline_loss = self._score_baseline(params, extras, x, signal)
+                surrogate = estimator_lib.score_function_surrogate(
+                    log_w, log_q, baseline, mc.objective
+                )
+                metrics["train/learning_signal"] = signal.mean()
+                metrics["train/baseline_mse"] = jnp.mean(jnp.square(signal - baseline))
+        chex.assert_shape(log_w, (num_samples, x.shape[0]))
+        # The baseline's fitting loss adds its gradient but not its value to the loss.
+        fitting = baseline_loss - jax.lax.stop_gradient(baseline_loss)
+        loss = -jnp.mean(surrogate + batch["log_det"]) + fitting
+        metrics["train/bound"] = jnp.mean(bound + batch["log_det"])
+        metrics["train/elbo"] = objectives.elbo(log_w).mean()
+        return loss, (metrics, extras)
+
+    def _score_baseline(self, params, extras, x, signal):
+        """The score-function baseline b (scalar or (B,)) and the loss that fits it."""
+        if self.score_baseline == "learned":
+            baseline = self.network.apply(params, x, method=VAENetwork.baseline)  # (B,)
+            return baseline, jnp.mean(jnp.square(jax.lax.stop_gradient(signal) - baseline))
+        if self.score_baseline == "running_mean":
+            updates = extras["baseline_updates"]
+            decay = self.config.model_config.baseline_decay
+            # Bias-corrected moving average; no baseline before the first update.
+            corrected = extras["baseline_mean"] / (1.0 - decay ** jnp.maximum(updates, 1))
+            return jnp.where(updates > 0, corrected, 0.0), 0.0
+        return 0.0, 0.0
+
+    def train_step(self, state, batch):
+        state, metrics = super().train_step(state, batch)
+        if self.score_baseline != "running_mean":
+            return state, metrics
+        # The running-mean baseline follows the learning signal, averaged over devices.
+        decay = self.config.model_config.baseline_decay
+        extras = dict(state.extras)
+        extras["baseline_mean"] = (
+            decay * extras["baseline_mean"] + (1.0 - decay) * metrics["train/learning_signal"]
+        )
+        extras["baseline_updates"] = extras["baseline_updates"] + 1
+        return state.replace(extras=extras), metrics
 
     def eval_step(self, state, batch, keys, final):
         mc = self.config.model_config
@@ -537,7 +816,10 @@ class VAE(GradientModel):
 
     def sample(self, state, key, num):
         top_key, *layer_keys = jax.random.split(key, len(self.latent_sizes))
-        z_top = jax.random.normal(top_key, (num, self.latent_sizes[-1]))
+        if self.config.model_config.latent_distribution == "bernoulli":
+            z_top = jax.random.uniform(top_key, (num, self.latent_sizes[-1]))
+        else:
+            z_top = jax.random.normal(top_key, (num, self.latent_sizes[-1]))
         noise = [
             jax.random.normal(k, (num, size))
             for k, size in zip(layer_keys, self.latent_sizes[:-1], strict=True)

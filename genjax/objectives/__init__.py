@@ -1,5 +1,14 @@
-"""Pure loss, bound and likelihood functions over arrays (no Flax modules)."""
+"""Pure loss, bound, gradient-estimator and likelihood functions over arrays (no Flax
+modules)."""
 
+from genjax.objectives.estimators import (
+    ESTIMATORS,
+    dreg_surrogate,
+    learning_signal,
+    score_function_surrogate,
+    vimco_learning_signals,
+    vimco_surrogate,
+)
 from genjax.objectives.gan import (
     GAN_LOSSES,
     GANLoss,
@@ -36,6 +45,12 @@ from genjax.objectives.vi import (
 )
 
 __all__ = [
+    "ESTIMATORS",
+    "dreg_surrogate",
+    "learning_signal",
+    "score_function_surrogate",
+    "vimco_learning_signals",
+    "vimco_surrogate",
     "GAN_LOSSES",
     "GANLoss",
     "auxiliary_classifier_loss",

@@ -9,6 +9,7 @@ import ml_collections
 
 from genjax import models
 from genjax.data import pipeline
+from genjax.objectives import estimators
 from genjax.train import optim
 
 CONFIG_FILE = "config.json"
@@ -44,6 +45,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.data_dir = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.preprocess = ml_collections.ConfigDict(dict(pipeline.PREPROCESS_DEFAULTS))
     config.seed = 0
+    # The gradient estimator of a latent-variable model (genjax.objectives.estimators):
+    # 'reparam' | 'stl' | 'dreg' | 'score' | 'vimco'; families with an exact gradient accept
+    # only 'reparam' (their `Model.estimators`).
+    config.estimator = "reparam"
     config.batch_size = 100  # global, split across devices and processes
     config.eval_batch_size = 100
     config.num_steps = 1000
@@ -95,6 +100,20 @@ def _check_fields(config) -> None:
         _fail(f"config.lr_schedule={config.lr_schedule!r}; allowed: {optim.SCHEDULES}")
 
 
+def _check_estimator(config) -> None:
+    """`config.estimator` is one of the estimators the family implements."""
+    if config.estimator not in estimators.ESTIMATORS:
+        _fail(f"config.estimator={config.estimator!r}; allowed: {estimators.ESTIMATORS}")
+    allowed = models.get(config.model).estimators
+    if config.estimator not in allowed:
+        _fail(
+            f"config.estimator={config.estimator!r} is not available for "
+            f"config.model={config.model!r}, which trains by its own gradient; allowed: "
+            f"{allowed} (the other estimators apply to latent-variable models, "
+            "config.model='vae')."
+        )
+
+
 def _check_devices(config, device_count: int, process_count: int) -> None:
     for field in ("batch_size", "eval_batch_size"):
         value = config[field]
@@ -106,7 +125,7 @@ def _check_devices(config, device_count: int, process_count: int) -> None:
 
 
 def _check_workdir(config, workdir: str) -> None:
-    """A workdir may only be resumed by the same model with the same model_config.
+    """A workdir may only be resumed by the same model, estimator and model_config.
 
     Fields the family declares evaluation-only (`Model.evaluation_fields`) may differ; fields
     added to a family later (`Model.added_field_defaults`) read as their defaults in old runs.
@@ -120,6 +139,13 @@ def _check_workdir(config, workdir: str) -> None:
         _fail(
             f"--workdir={workdir!r} holds a run with config.model={saved.get('model')!r}, but "
             f"this config has config.model={config.model!r}. Use a new --workdir."
+        )
+    saved_estimator = saved.get("estimator", "reparam")  # runs saved before the field existed
+    if saved_estimator != config.estimator:
+        _fail(
+            f"--workdir={workdir!r} holds a run trained with config.estimator="
+            f"{saved_estimator!r}, but this config has config.estimator={config.estimator!r}. "
+            "Use a new --workdir."
         )
     family = models.get(config.model)
     ignored = family.evaluation_fields
@@ -148,6 +174,7 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
     if config.model not in models.names():
         _fail(models.unregistered_message(config.model))
     _check_fields(config)
+    _check_estimator(config)
     try:
         pipeline.check_dataset_name(config.dataset)
         pipeline.check_preprocess_options(config.preprocess)
