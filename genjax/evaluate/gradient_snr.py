@@ -398,3 +398,150 @@ def save_snr_plot(
         axes.set_title(title)
     axes.legend()
     _save_figure(figure, path)
+
+
+def largest_chunk_size(num_draws: int, draw_cost: int, budget: int = 200_000) -> int:
+    """The largest divisor of `num_draws` whose chunk costs at most `budget` units (at least 1).
+
+    Args:
+      num_draws: N, the number of draws.
+      draw_cost: the cost of one draw, e.g. K samples x B examples.
+      budget: the cost one chunk may have (bounds the memory of one vmapped chunk).
+    """
+    limit = max(1, budget // max(draw_cost, 1))
+    return max(d for d in range(1, num_draws + 1) if num_draws % d == 0 and d <= limit)
+
+
+def estimator_snr_rows(
+    loss_fn: Callable[[Any, jax.Array, str, int], jax.Array],
+    params: Any,
+    estimators: Sequence[str],
+    num_samples: Sequence[int],
+    key: jax.Array,
+    num_draws: int,
+    groups: Mapping[str, PathPredicate],
+    batch_size: int = 1,
+    progress: bool = True,
+) -> list[dict]:
+    """SNR per estimator, number of samples K and parameter group, at fixed parameters.
+
+    The experiment of Rainforth et al. 2018 (fig. 1, 3) and Tucker et al. 2019 (fig. 2): the
+    same `num_draws` keys for every (estimator, K), so the estimators see the same draws.
+
+    Args:
+      loss_fn: loss_fn(params, key, estimator, K) -> scalar loss whose gradient is the
+        estimator's (e.g. `VAE.estimator_loss` of one batch).
+      params: the fixed parameters.
+      estimators: the estimator names passed to `loss_fn`.
+      num_samples: the values of K.
+      key: one typed key; draw i uses `fold_in(key, i)`.
+      num_draws: N >= 2 draws per (estimator, K).
+      groups: {name: predicate(path)} (`prefix_groups`).
+      batch_size: B, the examples in one loss, only to size memory-bounded chunks.
+      progress: show a tqdm bar over the (estimator, K) pairs.
+
+    Returns:
+      One row per (estimator, K, group): {"estimator", "num_importance_samples", "group"} and
+      the `group_summary` statistics.
+    """
+    from tqdm.auto import tqdm
+
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_draws))
+    rows = []
+    pairs = [(name, k) for name in estimators for k in num_samples]
+    for estimator, k in tqdm(pairs, desc="gradient SNR", disable=not progress):
+
+        def grad_fn(p, draw_key, estimator=estimator, k=k):
+            return jax.grad(lambda q: loss_fn(q, draw_key, estimator, k))(p)
+
+        chunk_size = largest_chunk_size(num_draws, k * batch_size)
+        summary = gradient_snr(grad_fn, params, keys, groups=groups, chunk_size=chunk_size)
+        for group, statistics in summary.items():
+            rows.append(
+                {"estimator": estimator, "num_importance_samples": k, "group": group} | statistics
+            )
+    return rows
+
+
+def snr_markdown(rows: Sequence[Mapping[str, Any]], value: str = "snr") -> str:
+    """A Markdown table of `estimator_snr_rows`: one row per K, one column per (estimator,
+    group), cells the `value` statistic to 3 significant digits."""
+    _check_rows(rows, ("estimator", "group", "num_importance_samples", value))
+    columns = list(dict.fromkeys((row["estimator"], row["group"]) for row in rows))
+    cells = {(r["num_importance_samples"], r["estimator"], r["group"]): r[value] for r in rows}
+    ks = sorted({row["num_importance_samples"] for row in rows})
+    header = "| K | " + " | ".join(f"{e} {g}" for e, g in columns) + " |"
+    lines = [header, "|" + " ---: |" * (len(columns) + 1)]
+    for k in ks:
+        values = [cells.get((k, e, g)) for e, g in columns]
+        lines.append(
+            f"| {k} | " + " | ".join("—" if v is None else f"{v:.3g}" for v in values) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def measure_run(
+    workdir: str,
+    estimators: Sequence[str],
+    num_samples: Sequence[int],
+    num_draws: int,
+    batch_size: int,
+    objective: str = "iwae",
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[list[dict], int]:
+    """`estimator_snr_rows` of a trained VAE-family run, at its latest checkpoint.
+
+    The fixed batch is the first `batch_size` training examples (evaluation preprocessing),
+    the gradient that of `-objective` ('iwae' or 'elbo') with K samples, and the groups the
+    family's encoder and decoder (`VAE.parameter_groups`).
+
+    Returns:
+      (rows, the checkpoint's step).
+
+    Raises:
+      ValueError: a run of another family, an unknown estimator, K < 1 or fewer than 2 draws.
+    """
+    from genjax.objectives import ESTIMATORS
+    from genjax.train import Experiment, load_config, restore_state
+
+    config = load_config(workdir)
+    if config.model != "vae":
+        raise ValueError(
+            f"--workdir={workdir!r} holds config.model={config.model!r}; the estimators are "
+            "those of latent-variable models (config.model='vae')."
+        )
+    unknown = sorted(set(estimators) - set(ESTIMATORS))
+    if unknown:
+        raise ValueError(f"estimators {unknown} unknown; allowed: {ESTIMATORS}")
+    if min(num_samples) < 1 or num_draws < 2 or batch_size < 1:
+        raise ValueError(
+            f"num_samples={list(num_samples)} must all be >= 1, num_draws={num_draws} >= 2 "
+            f"and batch_size={batch_size} >= 1."
+        )
+    config.model_config.objective = objective
+    experiment = Experiment(config)
+    state = jax.device_get(restore_state(experiment, workdir))
+    model = experiment.model
+    first = next(experiment.dataset.eval_batches("train", batch_size))
+    batch = {"x": first["x"], "log_det": first["log_det"]}
+
+    def loss_fn(params, key, estimator, k):
+        keys = jax.random.split(key, batch_size)
+        loss, _ = model.estimator_loss(
+            params, state.extras, batch, keys, estimator=estimator, num_samples=k
+        )
+        return loss
+
+    rows = estimator_snr_rows(
+        loss_fn,
+        state.params,
+        estimators,
+        num_samples,
+        jax.random.key(seed),
+        num_draws,
+        prefix_groups(model.parameter_groups()),
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return rows, int(state.step)

@@ -65,3 +65,11 @@ def _json_default(value):
     if isinstance(value, np.generic | np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes text to a temporary file and renames it, so a reader never sees half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
