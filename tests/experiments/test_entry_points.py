@@ -195,3 +195,45 @@ def test_latent_figures_of_a_conditional_gan_and_refusal_of_other_families(train
     workdir, _ = trained_run
     refused = _run("latent", f"--workdir={workdir}")
     assert refused.returncode != 0 and "holds a 'vae' run" in refused.stderr
+
+
+def test_snr_measures_every_estimator_and_group(trained_run, tmp_path):
+    """experiments.snr on the tiny VAE: one row per (estimator, K, group), the decoder's
+    statistics the same for reparam and dreg (one gradient), and a plot."""
+    workdir, _ = trained_run
+    out = tmp_path / "snr"
+    process = _run(
+        "snr",
+        f"--workdir={workdir}",
+        "--estimators=reparam,dreg",
+        "--num_samples=1,4",
+        "--num_draws=8",
+        "--batch_size=2",
+        f"--out={out}",
+    )
+    _check_ok(process)
+    rows = _read_json(out / "snr.json")["rows"]
+    assert {(r["estimator"], r["num_importance_samples"], r["group"]) for r in rows} == {
+        (e, k, g) for e in ("reparam", "dreg") for k in (1, 4) for g in ("encoder", "decoder")
+    }
+    decoder = {
+        (r["estimator"], r["num_importance_samples"]): r for r in rows if r["group"] == "decoder"
+    }
+    for k in (1, 4):
+        np.testing.assert_allclose(
+            decoder["dreg", k]["snr"], decoder["reparam", k]["snr"], rtol=1e-4
+        )
+    assert all(r["num_draws"] == 8 and r["snr"] > 0 for r in rows)
+    assert (out / "snr.png").stat().st_size > 0 and "| K |" in (out / "snr.md").read_text()
+    refused = _run("snr", f"--workdir={workdir}", "--estimators=magic")
+    assert refused.returncode != 0 and "magic" in refused.stderr
+
+
+def test_findings_dry_run_prints_every_run_and_writes_only_manifests(tmp_path):
+    process = _run("findings", "--finding=all", "--dry_run", f"--workdir={tmp_path}")
+    _check_ok(process)
+    assert process.stdout.count("-m experiments.train") == 2 + 2 + 4 + 6  # burda twice (snr)
+    assert sorted(os.listdir(tmp_path)) == ["burda2016", "mode_collapse", "salakhutdinov2008"]
+    assert all(os.listdir(tmp_path / name) == ["sweep.json"] for name in os.listdir(tmp_path))
+    refused = _run("findings", "--finding=hinton2006", f"--workdir={tmp_path}")
+    assert refused.returncode != 0 and "allowed" in refused.stderr
