@@ -1,0 +1,79 @@
+"""Train every family's default image config on one dataset at one budget, then write one table
+(test NLL with its estimator, Fréchet distance, precision/recall, train time, steps/s) and one
+figure of samples.
+
+  python -m experiments.leaderboard                                  # mnist5k, 1,000 steps
+  python -m experiments.leaderboard --dataset=binarized_mnist        # networked machine
+  python -m experiments.leaderboard --models=vae,iwae --num_steps=200 --parallel=2 \
+      --workdir=runs/leaderboard_small --out=experiments/results
+
+`--models` picks runs by name (rbm, dbn, dbm, nade, made, pixelcnn, vae, iwae, vae_flow, realnvp,
+glow, maf, dcgan). Launching again into the same --workdir resumes: finished runs are skipped.
+`--dry_run` prints each run's command and exits. Configs that cannot run on the dataset are
+listed as not applicable, not trained. Writes WORKDIR/leaderboard.md, .csv, .json and
+leaderboard_samples.png, and copies them into --out (genjax/train/leaderboard.py).
+"""
+
+import sys
+
+from absl import app, flags
+
+from genjax.train import leaderboard, sweep
+
+_DATASET = flags.DEFINE_string("dataset", "mnist5k", "config.dataset of every run.")
+_NUM_STEPS = flags.DEFINE_integer("num_steps", 1000, "Training steps of every run.")
+_SAMPLE_QUALITY_SAMPLES = flags.DEFINE_integer(
+    "sample_quality_samples", 1000, "Samples scored by Fréchet distance, precision/recall."
+)
+_SEED = flags.DEFINE_integer("seed", 0, "config.seed of every run.")
+_MODELS = flags.DEFINE_list("models", None, "Run names to train (default: all).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/leaderboard", "Root: one directory per run.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs' commands and exit.")
+_OUT = flags.DEFINE_string("out", None, "Directory to copy the results into (optional).")
+
+
+def main(argv):
+    del argv
+    root = _WORKDIR.value
+    try:
+        if _PARALLEL.value < 1:
+            raise leaderboard.LeaderboardError("--parallel must be at least 1")
+        entries = leaderboard.select_entries(leaderboard.ENTRIES, _MODELS.value)
+        specs = leaderboard.leaderboard_runs(
+            entries, _DATASET.value, _NUM_STEPS.value, _SAMPLE_QUALITY_SAMPLES.value, _SEED.value
+        )
+        not_applicable = leaderboard.check_runs(specs, root)
+        description = dict(
+            command=sys.argv,
+            dataset=_DATASET.value,
+            num_steps=_NUM_STEPS.value,
+            sample_quality_samples=_SAMPLE_QUALITY_SAMPLES.value,
+            seed=_SEED.value,
+        )
+        sweep.write_manifest(root, specs, description)
+    except sweep.SweepError as error:
+        sys.exit(f"error: {error}")
+    runnable = [spec for spec in specs if spec.name not in not_applicable]
+    lines = sweep.command_lines(runnable, root) if runnable else []
+    lines += [f"# {name}: not applicable: {message}" for name, message in not_applicable.items()]
+    print("\n".join(lines), flush=True)
+    if _DRY_RUN.value:
+        return
+    sweep.execute(runnable, root, parallel=_PARALLEL.value)
+    labels = {leaderboard.run_name(config_arg): label for label, config_arg in entries}
+    rows = leaderboard.leaderboard_rows(specs, labels, root, not_applicable)
+    paths = leaderboard.write_leaderboard(rows, root, _OUT.value)
+    with open(paths["markdown"]) as f:
+        print(f.read())
+    print(
+        "wrote " + ", ".join(paths.values()) + (f" (copied to {_OUT.value})" if _OUT.value else "")
+    )
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:
+        logs = "\n".join(f"  {row['run']}: {root}/{row['run']}/{sweep.LOG_FILE}" for row in failed)
+        sys.exit(f"{len(failed)} of {len(rows)} runs failed; their logs:\n{logs}")
+
+
+if __name__ == "__main__":
+    app.run(main)
