@@ -4,6 +4,9 @@ Launch:
   python -m experiments.train --config=configs/iwae.py --workdir=runs/iwae
 Variants: tiny, two_layer, conv (as configs/vae.py; joined by commas). Override k with
   --config.model_config.num_importance_samples=5
+Gradient estimator (README, "Gradient estimators"): --config.estimator=dreg (doubly
+reparameterized, Tucker et al. 2019), stl, score or vimco; with binary latents
+  --config.model_config.latent_distribution=bernoulli --config.estimator=vimco
 
 Expected: a higher IWAE-5000 test log-likelihood and more active units than configs/vae.py at
 the same number of steps (Burda et al. 2016, table 1). Measured at --config.num_steps=10000
