@@ -200,11 +200,12 @@ def _measure_snr(root, runs, out_dir):
         gradient_snr.save_snr_plot(
             rows,
             os.path.join(out_dir, f"{stem}.png"),
-            title=f"gradient SNR at the {label} (step {step})",
+            title=f"SNR at the {label}, step {step}",
         )
         tables.append(
             f"SNR at the {label}'s parameters (step {step}; element-averaged |E g| / std g, "
-            f"{_SNR_DRAWS} draws per cell; figure `{stem}.png`):\n\n"
+            f"{_SNR_DRAWS} draws per cell; figure `{stem}.png`, where the two decoder lines "
+            "coincide: DReG changes only the encoder's gradient):\n\n"
             + gradient_snr.snr_markdown(rows)
         )
     return measured, "\n".join(tables)
