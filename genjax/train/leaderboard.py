@@ -487,7 +487,18 @@ def _nll_cell(row: Mapping) -> str:
     if not _is_number(row["test_nll_nats"]):
         return "—"
     stderr = row["test_nll_stderr"] if _is_number(row["test_nll_stderr"]) else None
-    return sweep.format_mean_std(row["test_nll_nats"], stderr)
+    cell = sweep.format_mean_std(row["test_nll_nats"], stderr)
+    return cell + " †" if _heavy_tailed(row) else cell
+
+
+HEAVY_TAIL_FRACTION = 0.1
+
+
+def _heavy_tailed(row: Mapping) -> bool:
+    """A mean NLL whose standard error exceeds HEAVY_TAIL_FRACTION of its size: a few test
+    examples with huge NLLs carry the mean, and the row says so rather than ranking by it."""
+    nll, stderr = row["test_nll_nats"], row["test_nll_stderr"]
+    return _is_number(nll) and _is_number(stderr) and stderr > HEAVY_TAIL_FRACTION * abs(nll)
 
 
 def _distinct(rows: Sequence[Mapping], key: str) -> str:
@@ -575,7 +586,17 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
             _number(row["steps_per_sec"], ".3g"),
         ]
         lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
-    lines += ["", "Notes:", ""] + [f"- {note}" for note in _NOTES]
+    notes = list(_NOTES)
+    heavy = [row["model"] for row in rows if row["status"] == "finished" and _heavy_tailed(row)]
+    if heavy:
+        notes.append(
+            f"† ({', '.join(heavy)}): the standard error exceeds {HEAVY_TAIL_FRACTION:.0%} of "
+            "the mean, so a few test examples with huge NLLs carry it; read the mean as a "
+            "failure on those examples, not as a typical test score (the README's normalizing "
+            "flows section explains MAF's case: test digits with ink where no training digit "
+            "has any)."
+        )
+    lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     unfinished = [row for row in rows if row["status"] != "finished"]
     if unfinished:
         lines += ["", f"Not finished ({len(unfinished)} of {len(rows)} runs):", ""]

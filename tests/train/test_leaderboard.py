@@ -418,6 +418,19 @@ def test_write_leaderboard_table_notes_and_figure(finished_leaderboard, tmp_path
     assert not [name for name in os.listdir(root) if name.startswith(".tmp")]
 
 
+def test_a_mean_carried_by_a_few_test_examples_is_marked(finished_leaderboard):
+    _, rows = finished_leaderboard
+    assert "†" not in leaderboard.markdown_table(rows)  # VAE's 1.0 and RealNVP's 5.7: small
+    by_run = {row["run"]: dict(row) for row in rows}
+    # 0.11 of the mean: marked; 0.1 exactly is not (a strict bound).
+    by_run["vae"]["test_nll_stderr"] = 0.11 * 103.62
+    by_run["realnvp"]["test_nll_stderr"] = 0.1 * 3314.43
+    markdown = leaderboard.markdown_table(list(by_run.values()))
+    assert "| VAE | `configs/vae.py` | binarized | 104 ± 11 † |" in markdown
+    assert "| RealNVP | `configs/realnvp.py` | dequantized | -3314 ± 331 |" in markdown
+    assert "- † (VAE): the standard error exceeds 10% of the mean" in markdown
+
+
 def test_write_leaderboard_without_finished_runs_draws_no_figure(tmp_path):
     specs = leaderboard.leaderboard_runs(leaderboard.ENTRIES[:2], "mnist5k", 10, 0, 0)
     rows = leaderboard.leaderboard_rows(specs, {"rbm": "RBM", "dbn": "DBN"}, str(tmp_path))
