@@ -47,6 +47,9 @@ class Model(abc.ABC):
       train_batches_per_step: how many batches of `config.batch_size` one `train_step`
         consumes (a GAN's critic steps); the trainer passes them as one batch of
         `config.batch_size * train_batches_per_step` examples.
+      compute_dtypes: the values of `config.compute_dtype` the family implements; a family
+        listing 'bfloat16' computes its networks in it while keeping the parameters, the
+        optimizer state and every log density and log-det sum float32.
     """
 
     main_metric: str = "train/loss"
@@ -58,6 +61,7 @@ class Model(abc.ABC):
     init_batch_size: int = 0
     train_batches_per_step: int = 1
     estimators: tuple[str, ...] = ("reparam",)
+    compute_dtypes: tuple[str, ...] = ("float32",)
     # model_config fields added after runs were saved without them: {field: the value that
     # reproduces the old behaviour}, so those runs can still be resumed and re-evaluated.
     added_field_defaults: dict = {}

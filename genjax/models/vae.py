@@ -26,7 +26,9 @@ evaluation. 'planar': Rezende & Mohamed (2015), per-example flow parameters from
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -81,17 +83,20 @@ class MLP(nn.Module):
       out_size: the width of the linear output.
       return_hidden: also return the last hidden layer's activations (the input when there is
         no hidden layer): (output, hidden) instead of output.
+      dtype: the compute dtype of the layers (parameters stay float32); the output is
+        float32 whatever it is, so densities are computed and summed in float32.
     """
 
     hidden_sizes: Sequence[int]
     out_size: int
     return_hidden: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, h):
         for size in self.hidden_sizes:
-            h = nn.tanh(nn.Dense(size)(h))
-        out = nn.Dense(self.out_size)(h)
+            h = nn.tanh(nn.Dense(size, dtype=self.dtype)(h))
+        out = nn.Dense(self.out_size, dtype=self.dtype)(h).astype(jnp.float32)
         return (out, h) if self.return_hidden else out
 
 
@@ -104,19 +109,24 @@ class GaussianMLP(nn.Module):
       hidden_sizes: the tanh layer widths.
       out_size: the number of Gaussian units.
       context_size: C, the width of the context head; 0 (the default) for none.
+      dtype: the compute dtype, as `MLP`'s; the outputs are float32.
     """
 
     hidden_sizes: Sequence[int]
     out_size: int
     context_size: int = 0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, h):
-        out, hidden = MLP(self.hidden_sizes, 2 * self.out_size, return_hidden=True)(h)
+        out, hidden = MLP(
+            self.hidden_sizes, 2 * self.out_size, return_hidden=True, dtype=self.dtype
+        )(h)
         mean, log_var = jnp.split(out, 2, axis=-1)
         if not self.context_size:
             return mean, log_var
-        return mean, log_var, nn.Dense(self.context_size, name="context")(hidden)
+        context = nn.Dense(self.context_size, dtype=self.dtype, name="context")(hidden)
+        return mean, log_var, context.astype(jnp.float32)
 
 
 class ConvEncoder(nn.Module):
@@ -129,26 +139,29 @@ class ConvEncoder(nn.Module):
       hidden_size: the width of the dense hidden layer after the convs.
       out_size: the number of Gaussian units.
       context_size: C, the width of the context head; 0 (the default) for none.
+      dtype: the compute dtype, as `MLP`'s; the outputs are float32.
     """
 
     channels: Sequence[int]
     hidden_size: int
     out_size: int
     context_size: int = 0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         lead = x.shape[:-3]
         h = x.reshape((-1, *x.shape[-3:]))
         for channels in self.channels:
-            h = nn.relu(nn.Conv(channels, (3, 3), strides=(2, 2))(h))
-        h = nn.relu(nn.Dense(self.hidden_size)(h.reshape((h.shape[0], -1))))
-        mean, log_var = jnp.split(nn.Dense(2 * self.out_size)(h), 2, axis=-1)
+            h = nn.relu(nn.Conv(channels, (3, 3), strides=(2, 2), dtype=self.dtype)(h))
+        h = nn.relu(nn.Dense(self.hidden_size, dtype=self.dtype)(h.reshape((h.shape[0], -1))))
+        out = nn.Dense(2 * self.out_size, dtype=self.dtype)(h).astype(jnp.float32)
+        mean, log_var = jnp.split(out, 2, axis=-1)
         mean, log_var = mean.reshape((*lead, -1)), log_var.reshape((*lead, -1))
         if not self.context_size:
             return mean, log_var
-        context = nn.Dense(self.context_size, name="context")(h)
-        return mean, log_var, context.reshape((*lead, -1))
+        context = nn.Dense(self.context_size, dtype=self.dtype, name="context")(h)
+        return mean, log_var, context.astype(jnp.float32).reshape((*lead, -1))
 
 
 class ConvDecoder(nn.Module):
@@ -158,18 +171,21 @@ class ConvDecoder(nn.Module):
     hidden_size: int
     image_shape: tuple[int, int, int]
     outputs_per_pixel: int
+    dtype: Any = jnp.float32  # the compute dtype, as `MLP`'s; the output is float32
 
     @nn.compact
     def __call__(self, z):
         lead = z.shape[:-1]
         height, width, channels_out = self.image_shape
         factor = 2 ** len(self.channels)
-        h = nn.relu(nn.Dense(self.hidden_size)(z.reshape((-1, z.shape[-1]))))
-        h = nn.relu(nn.Dense((height // factor) * (width // factor) * self.channels[-1])(h))
+        dense = functools.partial(nn.Dense, dtype=self.dtype)
+        deconv = functools.partial(nn.ConvTranspose, strides=(2, 2), dtype=self.dtype)
+        h = nn.relu(dense(self.hidden_size)(z.reshape((-1, z.shape[-1]))))
+        h = nn.relu(dense((height // factor) * (width // factor) * self.channels[-1])(h))
         h = h.reshape((-1, height // factor, width // factor, self.channels[-1]))
         for channels in reversed(self.channels[:-1]):
-            h = nn.relu(nn.ConvTranspose(channels, (3, 3), strides=(2, 2))(h))
-        h = nn.ConvTranspose(channels_out * self.outputs_per_pixel, (3, 3), strides=(2, 2))(h)
+            h = nn.relu(deconv(channels, (3, 3))(h))
+        h = deconv(channels_out * self.outputs_per_pixel, (3, 3))(h).astype(jnp.float32)
         return h.reshape((*lead, height, width, -1))
 
 
@@ -194,6 +210,9 @@ class VAENetwork(nn.Module):
         q(z | x) = prod_u Bernoulli(sigmoid(l_u(x))), prior Bernoulli(sigmoid(prior_logits))).
       baseline_hidden: with a learned score-function baseline, the width of its tanh hidden
         layer; 0 for no baseline network.
+      dtype: the compute dtype of the encoder and decoder networks (`config.compute_dtype`);
+        parameters stay float32, every network output is cast to float32, so sampling, the
+        log densities and their sums (log w, the bounds) and the flow are float32.
     """
 
     data_shape: tuple[int, ...]
@@ -208,6 +227,7 @@ class VAENetwork(nn.Module):
     context_size: int = 32
     latent_distribution: str = "gaussian"
     baseline_hidden: int = 0
+    dtype: Any = jnp.float32
 
     def setup(self):
         num_dims = int(np.prod(self.data_shape))
@@ -216,16 +236,18 @@ class VAENetwork(nn.Module):
         context_size = self.context_size if has_flow else 0
         if self.baseline_hidden:
             # b(x): an input-dependent baseline for the score-function estimator (NVIL).
-            self.baseline_network = MLP((self.baseline_hidden,), 1)
+            self.baseline_network = MLP((self.baseline_hidden,), 1, dtype=self.dtype)
         if self.latent_distribution == "bernoulli":
             if len(self.latent_sizes) != 1 or self.architecture != "mlp" or has_flow:
                 raise ValueError(
                     "latent_distribution='bernoulli' needs one stochastic layer, the 'mlp' "
                     "architecture and no posterior flow"
                 )
-            self.data_encoder = MLP(self.hidden_sizes[0], self.latent_sizes[0])  # logits
+            self.data_encoder = MLP(  # logits
+                self.hidden_sizes[0], self.latent_sizes[0], dtype=self.dtype
+            )
             self.data_decoder = MLP(
-                tuple(reversed(self.hidden_sizes[0])), outputs_per_dim * num_dims
+                tuple(reversed(self.hidden_sizes[0])), outputs_per_dim * num_dims, dtype=self.dtype
             )
             self.prior_logits = self.param(
                 "prior_logits", nn.initializers.zeros, (self.latent_sizes[0],)
@@ -233,24 +255,28 @@ class VAENetwork(nn.Module):
         elif self.architecture == "conv":
             hidden = self.hidden_sizes[0][-1]
             self.data_encoder = ConvEncoder(
-                self.conv_channels, hidden, self.latent_sizes[0], context_size
+                self.conv_channels, hidden, self.latent_sizes[0], context_size, self.dtype
             )
             self.data_decoder = ConvDecoder(
-                self.conv_channels, hidden, self.data_shape, outputs_per_dim
+                self.conv_channels, hidden, self.data_shape, outputs_per_dim, self.dtype
             )
         else:
             self.data_encoder = GaussianMLP(
-                self.hidden_sizes[0], self.latent_sizes[0], context_size
+                self.hidden_sizes[0], self.latent_sizes[0], context_size, self.dtype
             )
             self.data_decoder = MLP(
-                tuple(reversed(self.hidden_sizes[0])), outputs_per_dim * num_dims
+                tuple(reversed(self.hidden_sizes[0])), outputs_per_dim * num_dims, dtype=self.dtype
             )
         self.latent_encoders = [
-            GaussianMLP(self.hidden_sizes[layer], self.latent_sizes[layer])
+            GaussianMLP(self.hidden_sizes[layer], self.latent_sizes[layer], dtype=self.dtype)
             for layer in range(1, len(self.latent_sizes))
         ]
         self.latent_decoders = [
-            GaussianMLP(tuple(reversed(self.hidden_sizes[layer])), self.latent_sizes[layer - 1])
+            GaussianMLP(
+                tuple(reversed(self.hidden_sizes[layer])),
+                self.latent_sizes[layer - 1],
+                dtype=self.dtype,
+            )
             for layer in range(1, len(self.latent_sizes))
         ]
         if has_flow and len(self.latent_sizes) != 1:
@@ -465,6 +491,7 @@ class VAE(GradientModel):
     main_metric = "train/loss"
     added_field_defaults = {**FLOW_DEFAULTS, **ESTIMATOR_DEFAULTS}
     estimators = estimator_lib.ESTIMATORS
+    compute_dtypes = ("float32", "bfloat16")
     evaluation_fields = (
         "eval_importance_samples",
         "eval_chunk_size",
@@ -609,6 +636,7 @@ class VAE(GradientModel):
             context_size=int(mc.context_size),
             latent_distribution=mc.latent_distribution,
             baseline_hidden=int(mc.baseline_hidden) if self.score_baseline == "learned" else 0,
+            dtype=jnp.dtype(config.compute_dtype),
         )
         self.use_analytic_kl = (
             mc.analytic_kl and mc.objective == "elbo" and len(self.latent_sizes) == 1

@@ -13,6 +13,7 @@ from genjax.objectives import estimators
 from genjax.train import optim
 
 CONFIG_FILE = "config.json"
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 # Fields that must be positive integers.
 _POSITIVE_FIELDS = (
@@ -49,6 +50,10 @@ def base_config() -> ml_collections.ConfigDict:
     # 'reparam' | 'stl' | 'dreg' | 'score' | 'vimco'; families with an exact gradient accept
     # only 'reparam' (their `Model.estimators`).
     config.estimator = "reparam"
+    # The dtype of the networks' arithmetic: 'float32' | 'bfloat16' (mixed precision: the
+    # parameters, optimizer state, log-likelihoods and log-dets stay float32). Families that
+    # implement bfloat16 list it in `Model.compute_dtypes`.
+    config.compute_dtype = "float32"
     config.batch_size = 100  # global, split across devices and processes
     config.eval_batch_size = 100
     config.num_steps = 1000
@@ -114,6 +119,18 @@ def _check_estimator(config) -> None:
         )
 
 
+def _check_compute_dtype(config) -> None:
+    """`config.compute_dtype` is one the family implements."""
+    if config.compute_dtype not in COMPUTE_DTYPES:
+        _fail(f"config.compute_dtype={config.compute_dtype!r}; allowed: {COMPUTE_DTYPES}")
+    allowed = models.get(config.model).compute_dtypes
+    if config.compute_dtype not in allowed:
+        _fail(
+            f"config.compute_dtype={config.compute_dtype!r} is not available for "
+            f"config.model={config.model!r}; allowed: {allowed}."
+        )
+
+
 def _check_devices(config, device_count: int, process_count: int) -> None:
     for field in ("batch_size", "eval_batch_size"):
         value = config[field]
@@ -175,6 +192,7 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
         _fail(models.unregistered_message(config.model))
     _check_fields(config)
     _check_estimator(config)
+    _check_compute_dtype(config)
     try:
         pipeline.check_dataset_name(config.dataset)
         pipeline.check_preprocess_options(config.preprocess)
