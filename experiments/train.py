@@ -5,19 +5,40 @@
 
 Resumes from the latest checkpoint in --workdir. Prints the final test metrics and writes them
 to workdir/eval.json.
+
+Several processes (hosts, or one process per GPU) run the same command, joined by
+`jax.distributed` (genjax.train.distributed):
+
+  python -m experiments.train ... --coordinator_address=10.0.0.1:1234 --num_processes=4 \
+    --process_id=$I
+  python -m experiments.train ... --distributed=auto   # Cloud TPU slice, SLURM, Open MPI
 """
 
 import json
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from genjax.train import ConfigError, train_and_evaluate
+from genjax.train import ConfigError, distributed, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed",
+    "off",
+    ["off", "auto"],
+    "'auto': let JAX detect a multi-process run (Cloud TPU slice, SLURM, Open MPI, "
+    "Kubernetes). The three flags below (or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, "
+    "$JAX_PROCESS_ID) set one up explicitly whatever this flag says.",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "host:port of process 0 in a multi-process run."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
 
 
 def main(argv):
@@ -25,9 +46,17 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
+        distributed.initialize(
+            _COORDINATOR.value,
+            _NUM_PROCESSES.value,
+            _PROCESS_ID.value,
+            auto=_DISTRIBUTED.value == "auto",
+        )
         results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except ConfigError as error:  # found before any write: a message, not a traceback
+    except (ConfigError, distributed.SettingsError) as error:  # before any write
         sys.exit(f"error: {error}")
+    if jax.process_index():
+        return  # process 0 reports
     print(json.dumps(results, indent=2, sort_keys=True))
     if "test_nll_nats" in results:
         print(

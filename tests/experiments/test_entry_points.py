@@ -144,6 +144,8 @@ def test_sample_writes_a_png_grid_and_refuses_zero_samples(trained_run, tmp_path
         ("--config.model=nope", "error: config.model='nope' is not a registered model; allowed:"),
         ("--config.model=hopfield", "run it with `python -m experiments.hopfield"),
         ("--config.batch_size=0", "config.batch_size=0 must be a positive integer"),
+        ("--config.compute_dtype=float16", "config.compute_dtype='float16'; allowed:"),
+        ("--coordinator_address=localhost:1", "missing: --num_processes, --process_id"),
     ],
 )
 def test_invalid_config_exits_before_creating_the_workdir(tmp_path, override, message):

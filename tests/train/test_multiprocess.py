@@ -1,0 +1,160 @@
+"""Multi-process runs: two processes on localhost, joined by `jax.distributed` over TCP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from genjax.train import distributed, load_state
+from genjax.train.checkpoint import checkpoint_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# One process of a 2-process run of the tiny VAE: trains (resuming), evaluates, and saves the
+# parameters it ends with, as this process holds them, to its own file.
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    import jax
+    import numpy as np
+    from genjax.train import Experiment, distributed, final_evaluation, train
+
+    address, process_id, workdir, num_steps, out = sys.argv[1:]
+    distributed.initialize(address, 2, int(process_id))
+    assert jax.process_count() == 2 and jax.device_count() == 2, jax.devices()
+    from configs import vae
+
+    config = vae.get_config("tiny")
+    config.num_steps = int(num_steps)
+    config.checkpoint_every = 4
+    config.log_every = 2
+    config.eval_every = 0
+    experiment = Experiment(config)
+    state = train(experiment, workdir)
+    final_evaluation(experiment, state, workdir)
+    leaves = jax.tree.leaves(jax.device_get(state.params))
+    np.savez(out, *leaves)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def _run_two_processes(workdir: str, num_steps: int, out_dir: str) -> list[list[np.ndarray]]:
+    """Both processes' final parameters, after a 2-process run to `num_steps`."""
+    address = f"localhost:{_free_port()}"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    outs = [os.path.join(out_dir, f"params_{i}.npz") for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, address, str(i), workdir, str(num_steps), outs[i]],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        logs = [process.communicate(timeout=300)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for i, process in enumerate(processes):
+        assert process.returncode == 0, f"process {i} failed:\n{logs[i][-3000:]}"
+    params = []
+    for path in outs:
+        with np.load(path) as saved:
+            params.append([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    return params
+
+
+def _assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def _logged_steps(workdir: str) -> list[int]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line)["step"] for line in f if line.strip()]
+
+
+@pytest.mark.slow
+def test_two_processes_train_checkpoint_and_resume(tmp_path):
+    workdir = str(tmp_path / "run")
+    first = _run_two_processes(workdir, 8, str(tmp_path))
+    # Both processes hold identical parameters, and training moved them.
+    _assert_same(*first)
+    saved = load_state(workdir)
+    _assert_same(first[0], _leaves(saved["params"]))
+    initial = _leaves(load_state(workdir, step=4)["params"])
+    assert max(np.abs(a - b).max() for a, b in zip(first[0], initial, strict=True)) > 0
+    # One checkpoint series, written once: steps 4 and 8 in workdir/checkpoints and nowhere
+    # else; one log (process 0's), each step once; one eval.json.
+    assert sorted(os.listdir(checkpoint_dir(workdir))) == ["4", "8"]
+    series = [d for d, subdirs, _ in os.walk(tmp_path) if os.path.basename(d) == "checkpoints"]
+    assert series == [checkpoint_dir(workdir)]
+    assert _logged_steps(workdir) == [2, 4, 6, 8]
+    assert os.path.exists(os.path.join(workdir, "eval.json"))
+
+    # A restart to step 12 resumes from step 8 and ends where an uninterrupted run ends.
+    resumed = _run_two_processes(workdir, 12, str(tmp_path))
+    _assert_same(*resumed)
+    assert _logged_steps(workdir) == [2, 4, 6, 8, 10, 12]
+    (tmp_path / "uninterrupted_params").mkdir()
+    uninterrupted = _run_two_processes(
+        str(tmp_path / "uninterrupted"), 12, str(tmp_path / "uninterrupted_params")
+    )
+    _assert_same(resumed[0], uninterrupted[0])
+
+
+def _leaves(tree) -> list[np.ndarray]:
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+
+
+def test_settings_come_from_arguments_then_environment(monkeypatch):
+    for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(distributed.ENV_PROCESS_ID, raising=False)
+    assert distributed.settings() == ("", None, None)  # a single process
+    assert distributed.settings("h:1", 4, 3) == ("h:1", 4, 3)
+    monkeypatch.setenv(distributed.ENV_COORDINATOR, "env:2")
+    monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "2")
+    monkeypatch.setenv(distributed.ENV_PROCESS_ID, "1")
+    assert distributed.settings() == ("env:2", 2, 1)
+    assert distributed.settings(process_id=0) == ("env:2", 2, 0)  # a flag wins
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (("h:1", None, None), "missing: --num_processes, --process_id"),
+        (("", 2, 0), "missing: --coordinator_address"),
+        (("h:1", 0, 0), r"--num_processes=0 must be a positive integer"),
+        (("h:1", 2, 2), r"--process_id=2 must be in \[0, --num_processes=2\)"),
+    ],
+)
+def test_incomplete_or_invalid_settings_are_refused_by_name(monkeypatch, arguments, message):
+    for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(distributed.ENV_PROCESS_ID, raising=False)
+    with pytest.raises(distributed.SettingsError, match=message):
+        distributed.settings(*arguments)
+
+
+def test_a_non_integer_environment_setting_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "two")
+    with pytest.raises(distributed.SettingsError, match=r"\$JAX_NUM_PROCESSES='two'"):
+        distributed.settings()
