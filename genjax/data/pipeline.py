@@ -40,6 +40,10 @@ _NETWORK_PROBE_HOST = "storage.googleapis.com"
 
 
 _SPLIT_IDS = {"train": 0, "test": 1}
+# The train stream's length in batches (endless in practice), and its prefetching: a few
+# batches ahead in a few threads, each batch one NumPy gather and one preprocessing call.
+_ENDLESS = 2**62
+_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -320,9 +324,13 @@ class Dataset:
         """Endless, reshuffled-every-epoch iterator of this process's share of each batch.
 
         Records are sharded by `jax.process_index()` (each process owns every
-        `process_count`-th record), shuffled with `config.seed` and a new permutation every
-        epoch, and grouped into batches of `global_batch_size / process_count`. Its
-        `get_state()` / `set_state()` (a single position) travel with every checkpoint.
+        `process_count`-th record). Each epoch is a fresh permutation of the owned records
+        (seeded by `config.seed` and the epoch), the epochs are laid end to end in one
+        stream, and batch b is stream positions [b * B, (b + 1) * B) with B =
+        `global_batch_size / process_count` (a batch may straddle two epochs). Each grain
+        element is a whole batch, gathered with one NumPy index and preprocessed with a
+        generator seeded by the batch index, in grain's prefetch threads. Its `get_state()` /
+        `set_state()` (a single position) travel with every checkpoint.
         """
         import jax
 
@@ -334,14 +342,25 @@ class Dataset:
                 f"config.batch_size={global_batch_size} exceeds the {self.spec.num_train} "
                 f"training examples of {self.name!r} (per process: {len(owned)})."
             )
-        dataset = (
-            grain.MapDataset.source(owned)
-            .shuffle(seed=self.seed)
-            .repeat(None)
-            .batch(local_batch_size, drop_remainder=True)
-            .random_map(lambda idx, rng: self._batch("train", idx, rng), seed=self.seed + 1)
+
+        @functools.lru_cache(maxsize=4)
+        def epoch_order(epoch: int) -> np.ndarray:
+            return owned[np.random.default_rng([self.seed, 4, epoch]).permutation(len(owned))]
+
+        def batch_records(batch_index: int) -> np.ndarray:
+            positions = batch_index * local_batch_size + np.arange(local_batch_size)
+            epochs, offsets = np.divmod(positions, len(owned))
+            records = np.empty(local_batch_size, np.int64)
+            for epoch in np.unique(epochs):  # one, or two where the batch straddles epochs
+                here = epochs == epoch
+                records[here] = epoch_order(int(epoch))[offsets[here]]
+            return records
+
+        dataset = grain.MapDataset.range(_ENDLESS).random_map(
+            lambda index, rng: self._batch("train", batch_records(index), rng),
+            seed=self.seed + 1,
         )
-        return iter(dataset.to_iter_dataset())
+        return iter(dataset.to_iter_dataset(_READ_OPTIONS))
 
     def num_batches(self, split: str, global_batch_size: int) -> int:
         """How many (padded) batches `eval_batches(split, global_batch_size)` yields."""

@@ -107,6 +107,8 @@ def example_keys(key: jax.Array, first_index, local_batch_size: int) -> jax.Arra
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
     """This process's slice of a global batch (NumPy) -> global arrays split over 'data'."""
     sharding = NamedSharding(mesh, P(DATA_AXIS))
+    if jax.process_count() == 1:  # the slice is the whole batch: one transfer, no assembly
+        return jax.device_put(batch, sharding)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
     )
