@@ -94,9 +94,14 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, h):
+        # Leading axes (samples, batch) are flattened into one: XLA then lays out every
+        # product and its gradient as a plain matrix product, without transposing copies.
+        lead = h.shape[:-1]
+        h = h.reshape((-1, h.shape[-1]))
         for size in self.hidden_sizes:
             h = nn.tanh(nn.Dense(size, dtype=self.dtype)(h))
         out = nn.Dense(self.out_size, dtype=self.dtype)(h).astype(jnp.float32)
+        out, h = out.reshape((*lead, -1)), h.reshape((*lead, -1))
         return (out, h) if self.return_hidden else out
 
 
@@ -425,12 +430,13 @@ class VAENetwork(nn.Module):
 
     def log_likelihood(self, x, z1):
         """log p(x | z_1), shape (K, B), for x (B, *data_shape), z1 (K, B, U_1)."""
-        event_ndims = len(self.data_shape)
-        params = self.decode(z1)
+        # Summed over one flattened event axis: a single contiguous reduction.
+        x = x.reshape((x.shape[0], -1))
+        params = jax.tree.map(lambda p: p.reshape((*z1.shape[:-1], -1)), self.decode(z1))
         if self.likelihood == "bernoulli":
-            return objectives.bernoulli_log_prob(x, params, event_ndims=event_ndims)
+            return objectives.bernoulli_log_prob(x, params, event_ndims=1)
         mean, log_var = params
-        return objectives.gaussian_log_prob(x, mean, log_var, event_ndims=event_ndims)
+        return objectives.gaussian_log_prob(x, mean, log_var, event_ndims=1)
 
     def __call__(self, x, noise):
         """Log importance weights log p(x, z) - log q(z | x), shape (K, B), and extras."""

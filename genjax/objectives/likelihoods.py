@@ -28,8 +28,9 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array, event_ndims: int = 0) ->
     binary cross-entropy with logits.
 
     Continuous x in [0, 1] is allowed (the cross-entropy form used for grey-scale MNIST by
-    Kingma & Welling 2014, appendix C.1); log sigmoid is computed as -softplus(-l), so the
-    value and its gradient stay finite for any finite logits.
+    Kingma & Welling 2014, appendix C.1). Since log sigmoid(-l) = log sigmoid(l) - l, it is
+    computed as x l - softplus(l): one softplus per element, not two, and the value and its
+    gradient x - sigmoid(l) stay finite for any finite logits.
 
     Args:
       x: observations in [0, 1], shape broadcastable with ``logits``, e.g. (B, H, W, C).
@@ -40,7 +41,7 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array, event_ndims: int = 0) ->
       Log-probabilities in nats, the broadcast shape without its last ``event_ndims`` axes.
     """
     x, logits = jnp.asarray(x), jnp.asarray(logits)
-    log_probs = x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
+    log_probs = x * logits - jax.nn.softplus(logits)
     return _sum_event_axes(log_probs, event_ndims)
 
 
