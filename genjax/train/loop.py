@@ -32,14 +32,25 @@ _EVAL_STREAM = 2**31 - 1
 _SAMPLE_QUALITY_SEED = 2**20  # `Experiment.sample` seed of the scored samples (grids use 0)
 
 
+# Dispatched but unfinished train steps. A few keep the device busy while the host prepares
+# the next batch; without a bound, hundreds queue up, and on CPU "devices" (forced host
+# devices sharing one thread pool) XLA's runtime can then leave one device's half of an
+# all-reduce unscheduled until its rendezvous timeout aborts the process.
+MAX_STEPS_IN_FLIGHT = 2
+
+
 class TrainingDivergedError(FloatingPointError):
     """A training metric became NaN or infinite; nothing after it was checkpointed."""
 
 
 class Experiment:
-    """One config's dataset, model, mesh and compiled per-device programs."""
+    """One config's dataset, model, mesh and compiled per-device programs.
 
-    def __init__(self, config):
+    The mesh spans every device of every process, or the given `devices` (the benchmark
+    measures 1 of N devices this way).
+    """
+
+    def __init__(self, config, devices=None):
         self.config = config
         self.dataset = load_dataset(config)
         self.spec = self.dataset.spec
@@ -54,7 +65,7 @@ class Experiment:
                 )
         except ValueError as error:
             raise config_lib.ConfigError(str(error)) from error
-        self.mesh = parallel.make_mesh()
+        self.mesh = parallel.make_mesh(devices)
         self._example_x = np.zeros((1, *self.spec.example_shape), np.float32)
         abstract_state = jax.eval_shape(
             self.model.create_state, jax.random.key(config.seed), self._example_x
@@ -180,7 +191,10 @@ class _MetricBuffer:
         self.last_time = time.perf_counter()
 
     def add(self, step: int, metrics: dict) -> None:
+        """Records a dispatched step; waits until at most `MAX_STEPS_IN_FLIGHT` are unfinished."""
         self.pending.append((step, metrics))
+        if len(self.pending) > MAX_STEPS_IN_FLIGHT:
+            jax.block_until_ready(self.pending[-MAX_STEPS_IN_FLIGHT - 1][1])
 
     def verify(self) -> None:
         """Fetches pending steps and raises TrainingDivergedError at the first non-finite one.

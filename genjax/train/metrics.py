@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-from tensorboardX import SummaryWriter
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -36,6 +35,10 @@ class MetricWriter:
         if not enabled:
             return
         _truncate_after(self.path, start_step)
+        # Imported here: tensorboardX imports PyTorch whenever it is installed (a second or
+        # more, and its thread pools), which no process that writes no logs should pay for.
+        from tensorboardX import SummaryWriter
+
         self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: dict) -> None:
