@@ -1,0 +1,1 @@
+"""PyTorch reference implementations for the throughput benchmark (not part of genjax)."""
