@@ -1,10 +1,13 @@
 """Mixed precision (`config.compute_dtype`): bfloat16 networks, float32 state and densities."""
 
+import importlib
+
 import jax
 import jax.extend.core
 import numpy as np
 import pytest
 
+from genjax import models
 from genjax.train import ConfigError, Experiment, parallel
 from genjax.train import config as config_lib
 
@@ -41,13 +44,28 @@ def _train(config):
     return initial, jax.device_get(state), losses, experiment
 
 
-@pytest.fixture(scope="module")
-def runs():
-    from configs import vae
+# The families that implement bfloat16, their tiny configs, and each one's float32 log density
+# of a batch (model, params, x, keys) -> (..., B).
+FAMILIES = {
+    "vae": (
+        "vae",
+        lambda model, params, x, keys: model.log_weights(params, x, keys, 3)["log_w"],
+    ),
+    "made": ("made", lambda model, params, x, keys: model.log_prob(params, x, 0)),
+}
 
-    results = {}
+
+def test_every_family_that_implements_bfloat16_is_tested_here():
+    implemented = {name for name in models.names() if "bfloat16" in models.get(name).compute_dtypes}
+    assert implemented == set(FAMILIES)
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def runs(request):
+    config_module = importlib.import_module(f"configs.{FAMILIES[request.param][0]}")
+    results = {"family": request.param}
     for dtype in ("float32", "bfloat16"):
-        config = vae.get_config("tiny")
+        config = config_module.get_config("tiny")
         config.compute_dtype = dtype
         results[dtype] = _train(config)
     return results
@@ -70,23 +88,22 @@ def test_bfloat16_training_stays_finite_and_close_to_float32(runs):
 def test_parameters_and_optimizer_state_stay_float32(runs):
     _, state16, _, _ = runs["bfloat16"]
     for part in (state16.params, state16.opt_state):
-        dtypes = {
-            leaf.dtype for leaf in jax.tree.leaves(part) if np.issubdtype(leaf.dtype, np.floating)
-        }
-        assert dtypes == {np.dtype(np.float32)}
+        floats = [leaf for leaf in jax.tree.leaves(part) if np.issubdtype(leaf.dtype, np.floating)]
+        assert {leaf.dtype for leaf in floats} == {np.dtype(np.float32)}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_networks_compute_in_the_chosen_dtype_and_densities_in_float32(runs, dtype):
-    initial, _, _, experiment = runs[dtype]
+    initial, state, _, experiment = runs[dtype]
     model = experiment.model
-    x = next(experiment.dataset.train_iterator(8))["x"]
+    batch = next(experiment.dataset.train_iterator(8))
     keys = jax.random.split(jax.random.key(0), 8)
-    jaxpr = jax.make_jaxpr(lambda params: model.log_weights(params, x, keys, 3))(initial)
+    jaxpr = jax.make_jaxpr(lambda params: model.loss(params, state.extras, batch, keys))(initial)
     products = _dot_operand_dtypes(jaxpr.jaxpr)
     assert products and set(products) == {(dtype, dtype)}
-    outputs = jax.eval_shape(lambda params: model.log_weights(params, x, keys, 3), initial)
-    assert outputs["log_w"].dtype == np.float32 and outputs["log_px"].dtype == np.float32
+    density = FAMILIES[runs["family"]][1]
+    log_p = jax.eval_shape(lambda params: density(model, params, batch["x"], keys), initial)
+    assert log_p.dtype == np.float32
 
 
 def test_unknown_or_unsupported_compute_dtype_is_refused_by_name():

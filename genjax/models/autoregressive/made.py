@@ -18,6 +18,7 @@ never by averaging logits; `eval.json` reports both it and the first mask set's 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -44,16 +45,20 @@ class MADENetwork(nn.Module):
     hidden_sizes: Sequence[int]
     num_outputs_per_input: int = 1
     activation: str = "relu"
+    dtype: Any = None  # the layers' compute dtype (config.compute_dtype); outputs are float32
 
     @nn.compact
     def __call__(self, x: jax.Array, masks: Sequence[jax.Array]) -> jax.Array:
-        """x: (..., D); masks: (D, H_1), ..., (H_L, D * K). Returns (..., D, K)."""
+        """x: (..., D); masks: (D, H_1), ..., (H_L, D * K). Returns (..., D, K), float32."""
         chex.assert_equal(len(masks), len(self.hidden_sizes) + 1)
         num_inputs = x.shape[-1]
         h = x
         for size, mask in zip(self.hidden_sizes, masks[:-1], strict=True):
-            h = ACTIVATIONS[self.activation](masked.MaskedDense(size)(h, mask))
-        out = masked.MaskedDense(num_inputs * self.num_outputs_per_input)(h, masks[-1])
+            h = ACTIVATIONS[self.activation](masked.MaskedDense(size, dtype=self.dtype)(h, mask))
+        out = masked.MaskedDense(num_inputs * self.num_outputs_per_input, dtype=self.dtype)(
+            h, masks[-1]
+        )
+        out = out.astype(jnp.float32)
         return out.reshape((*x.shape[:-1], num_inputs, self.num_outputs_per_input))
 
 
@@ -95,6 +100,7 @@ class MADE(GradientModel):
 
     main_metric = "train/loss"
     evaluation_fields = ("num_eval_masks",)
+    compute_dtypes = ("float32", "bfloat16")
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -118,7 +124,9 @@ class MADE(GradientModel):
         mc = config.model_config
         self.num_inputs = spec.num_dims
         self.hidden_sizes = tuple(int(size) for size in mc.hidden_sizes)
-        self.network = MADENetwork(self.hidden_sizes, 1, mc.activation)
+        self.network = MADENetwork(
+            self.hidden_sizes, 1, mc.activation, dtype=jnp.dtype(config.compute_dtype)
+        )
         # Constants of the model (never trained): per layer (num_masks, layer_size) degrees.
         self.degrees = mask_set_degrees(
             config.seed,

@@ -18,6 +18,7 @@ Used by `genjax.models.autoregressive.made` (and, later, MAF / IAF flows).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -175,19 +176,24 @@ def made_masks(
 class MaskedDense(nn.Module):
     """A dense layer whose kernel is multiplied by a fixed 0/1 mask: y = x @ (W * M) + b.
 
-    The mask is a call argument (not a parameter), shape (in, out) like the kernel.
+    The mask is a call argument (not a parameter), shape (in, out) like the kernel. With a
+    `dtype` (bfloat16, say) the input, the masked kernel and the bias are cast to it and the
+    product is computed in it; the parameters stay float32.
     """
 
     features: int
     use_bias: bool = True
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         """x: (..., in), mask: (in, out = features) -> (..., out)."""
         chex.assert_shape(mask, (x.shape[-1], self.features))
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-        y = x @ (kernel * mask)
+        bias = None
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return y
+            bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel * mask, bias, dtype=self.dtype)
+        y = x @ kernel
+        return y if bias is None else y + bias
