@@ -105,30 +105,37 @@ def _check_fields(config) -> None:
         _fail(f"config.lr_schedule={config.lr_schedule!r}; allowed: {optim.SCHEDULES}")
 
 
+def _check_family_choice(
+    config, field: str, known: tuple[str, ...], implemented: tuple[str, ...], reason="", hint=""
+) -> None:
+    """`config.<field>` is one of the `known` values and one the family `implemented`."""
+    value = config[field]
+    if value not in known:
+        _fail(f"config.{field}={value!r}; allowed: {known}")
+    if value not in implemented:
+        _fail(
+            f"config.{field}={value!r} is not available for config.model={config.model!r}"
+            f"{reason}; allowed: {implemented}{hint}."
+        )
+
+
 def _check_estimator(config) -> None:
     """`config.estimator` is one of the estimators the family implements."""
-    if config.estimator not in estimators.ESTIMATORS:
-        _fail(f"config.estimator={config.estimator!r}; allowed: {estimators.ESTIMATORS}")
-    allowed = models.get(config.model).estimators
-    if config.estimator not in allowed:
-        _fail(
-            f"config.estimator={config.estimator!r} is not available for "
-            f"config.model={config.model!r}, which trains by its own gradient; allowed: "
-            f"{allowed} (the other estimators apply to latent-variable models, "
-            "config.model='vae')."
-        )
+    _check_family_choice(
+        config,
+        "estimator",
+        estimators.ESTIMATORS,
+        models.get(config.model).estimators,
+        reason=", which trains by its own gradient",
+        hint=" (the other estimators apply to latent-variable models, config.model='vae')",
+    )
 
 
 def _check_compute_dtype(config) -> None:
     """`config.compute_dtype` is one the family implements."""
-    if config.compute_dtype not in COMPUTE_DTYPES:
-        _fail(f"config.compute_dtype={config.compute_dtype!r}; allowed: {COMPUTE_DTYPES}")
-    allowed = models.get(config.model).compute_dtypes
-    if config.compute_dtype not in allowed:
-        _fail(
-            f"config.compute_dtype={config.compute_dtype!r} is not available for "
-            f"config.model={config.model!r}; allowed: {allowed}."
-        )
+    _check_family_choice(
+        config, "compute_dtype", COMPUTE_DTYPES, models.get(config.model).compute_dtypes
+    )
 
 
 def _check_devices(config, device_count: int, process_count: int) -> None:
