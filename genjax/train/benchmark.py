@@ -15,6 +15,7 @@ achieved FLOP/s by `peak_flops` (the table below, a measured matmul on the CPU, 
 
 from __future__ import annotations
 
+import collections
 import statistics
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import ml_collections
 
 from genjax.train import config as config_lib
 from genjax.train import parallel
-from genjax.train.loop import Experiment
+from genjax.train.loop import MAX_STEPS_IN_FLIGHT, Experiment
 
 # Dense peak FLOP/s per chip by compute dtype, from the vendors' data sheets, matched in order
 # against `Device.device_kind`. GPUs' float32 is the non-tensor-core rate (XLA may use TF32
@@ -74,12 +75,13 @@ def timed_blocks(
     min_block_seconds: float,
     min_steps: int = 3,
     sync: Callable[[object], object] = jax.block_until_ready,
-    sync_every_step: bool = False,
+    max_in_flight: int | None = None,
 ) -> tuple[int, list[float]]:
     """Steps/s of `run_step` over `repeats` blocks; each block runs enough steps to last about
     `min_block_seconds` (at least `min_steps`) and ends with `sync` of the last step's output
-    (JAX dispatches asynchronously; a synchronous framework passes `lambda out: None`).
-    `sync_every_step` waits for every step instead (see `measure_train_step`).
+    (JAX dispatches asynchronously; a synchronous framework passes `lambda out: None`). With
+    `max_in_flight`, a step is dispatched only once the step that many before it is done, as
+    the trainer does (`MAX_STEPS_IN_FLIGHT`).
 
     Returns (steps per block, steps/s of each block).
     """
@@ -91,12 +93,12 @@ def timed_blocks(
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        out = None
+        in_flight = collections.deque()
         for _ in range(steps):
-            out = run_step()
-            if sync_every_step:
-                sync(out)
-        sync(out)
+            in_flight.append(run_step())
+            if max_in_flight is not None and len(in_flight) > max_in_flight:
+                sync(in_flight.popleft())
+        sync(in_flight[-1])
         rates.append(steps / (time.perf_counter() - start))
     return steps, rates
 
@@ -179,13 +181,9 @@ def measure_train_step(
         holder["state"], metrics = compiled(holder["state"], batch)
         return metrics
 
-    # Forced host devices share the CPU's thread pool: with hundreds of data-parallel steps
-    # in flight, XLA's CPU runtime can leave one device's half of an all-reduce unscheduled
-    # until its 40 s rendezvous timeout aborts the process. One step at a time avoids it (the
-    # CPU executes a step as it is dispatched, so little overlap is lost).
-    one_at_a_time = experiment.mesh.devices.size > 1 and device.platform == "cpu"
+    # The step as the trainer runs it: at most `MAX_STEPS_IN_FLIGHT` dispatched and unfinished.
     steps_per_block, rates = timed_blocks(
-        run_step, repeats, min_block_seconds, sync_every_step=one_at_a_time
+        run_step, repeats, min_block_seconds, max_in_flight=MAX_STEPS_IN_FLIGHT
     )
     step_rates = summarize_rates(rates)
     flops = float(compiled.cost_analysis().get("flops", 0.0)) or None

@@ -35,11 +35,13 @@ def test_timed_blocks_reports_each_block_in_steps_per_second(monkeypatch):
         return None
 
     synced = []
-    steps, rates = benchmark_lib.timed_blocks(step, 2, 0.7, sync=synced.append)
+    steps, rates = benchmark_lib.timed_blocks(step, 2, 0.7, sync=synced.append, max_in_flight=1)
     # The probe step took 0.25 s: a block of at least 0.7 s takes int(0.7 / 0.25) + 1 = 3.
     assert steps == 3
     assert rates == pytest.approx([3 / 0.3, 3 / 0.6])
-    assert len(synced) == 4  # warm-up, probe, and once at the end of each block
+    # Warm-up, probe, then per block: the 2 steps with a later one dispatched after them
+    # (at most one in flight), and the last one at the block's end.
+    assert len(synced) == 2 + 2 * 3
     summary = benchmark_lib.summarize_rates(rates)
     assert summary["median"] == pytest.approx(7.5)
     assert summary["spread"] == pytest.approx((10 - 5) / 7.5)
