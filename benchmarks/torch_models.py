@@ -39,14 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODELS = ("vae", "rbm", "realnvp_toy")
+from benchmarks import GENJAX_CONFIGS
 
-# The genjax config (`--config=` argument) each model mirrors.
-GENJAX_CONFIGS = {
-    "vae": "configs/vae.py",
-    "rbm": "configs/rbm.py",
-    "realnvp_toy": "configs/realnvp.py:toy",
-}
+MODELS = tuple(GENJAX_CONFIGS)  # the genjax config each mirrors: GENJAX_CONFIGS
+
 
 # Adam settings and global-norm gradient clipping (None: none) of each genjax config
 # (configs/common.py, configs/vae.py, configs/realnvp.py and genjax.train.config.base_config).

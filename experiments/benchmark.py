@@ -27,6 +27,7 @@ import time
 import jax
 from absl import app, flags
 
+from benchmarks import GENJAX_CONFIGS
 from genjax.train import ConfigError, benchmark, leaderboard, sweep
 from genjax.train.metrics import write_json_atomic, write_text_atomic
 
@@ -58,13 +59,6 @@ _PEER_BATCH_SIZES = flags.DEFINE_list(
     "peer_batch_sizes", ["20", "100", "1000"], "Batch sizes of the PyTorch comparison."
 )
 _OUT = flags.DEFINE_string("out", "runs/benchmark", "Directory for benchmark.json and .md.")
-
-# The PyTorch references (benchmarks/torch_models.py) and the genjax configs they mirror.
-PEER_CONFIGS = {
-    "vae": "configs/vae.py",
-    "rbm": "configs/rbm.py",
-    "realnvp_toy": "configs/realnvp.py:toy",
-}
 
 
 class BenchmarkError(ValueError):
@@ -155,7 +149,7 @@ def measure_peer(name: str, batch_size: int) -> dict | None:
 def peer_rows(batch_sizes, peak_flops) -> list[dict] | None:
     """genjax and PyTorch steps/s, model by model and batch by batch; None without PyTorch."""
     rows = []
-    for name, config_arg in PEER_CONFIGS.items():
+    for name, config_arg in GENJAX_CONFIGS.items():
         config = _load(config_arg)
         for batch_size in batch_sizes:
             theirs = measure_peer(name, batch_size)

@@ -24,7 +24,7 @@ after D iterations all are, and the traced program does not grow with D.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import chex
 import flax.linen as nn
@@ -66,6 +66,8 @@ class MADEConditioner(nn.Module):
       degree_mode: 'evenly_spaced' (every hidden degree occurs: with widths >= D - 1,
         output d sees all of x_<d) | 'random' (Germain et al., drawn from `mask_seed`).
       mask_seed: seed of the 'random' hidden degrees.
+      dtype: the layers' compute dtype (None: the inputs' and parameters'); the output is
+        float32.
     """
 
     hidden_sizes: Sequence[int] = (32, 32)
@@ -74,6 +76,7 @@ class MADEConditioner(nn.Module):
     order: Sequence[int] | None = None
     degree_mode: str = "evenly_spaced"
     mask_seed: int = 0
+    dtype: Any = None
 
     def masks(self, num_dims: int) -> list[jax.Array]:
         """The (in, out) masks of the layers for D = `num_dims` inputs."""
@@ -101,14 +104,19 @@ class MADEConditioner(nn.Module):
         for layer, (size, mask) in enumerate(zip(sizes, self.masks(num_dims), strict=True)):
             is_output = layer == output_layer
             init = nn.initializers.zeros_init() if is_output else nn.initializers.lecun_normal()
-            h = masked.MaskedDense(size, kernel_init=init, name=f"masked_{layer}")(h, mask)
+            layer_module = masked.MaskedDense(
+                size, kernel_init=init, dtype=self.dtype, name=f"masked_{layer}"
+            )
+            h = layer_module(h, mask)
             if layer == 0 and context is not None:
                 chex.assert_shape(context, (batch_size, None))
-                projection = nn.Dense(size, use_bias=False, kernel_init=init, name="context")
+                projection = nn.Dense(
+                    size, use_bias=False, kernel_init=init, dtype=self.dtype, name="context"
+                )
                 h = h + projection(context)
             if not is_output:
                 h = ACTIVATIONS[self.activation](h)
-        return h.reshape(batch_size, num_dims, self.num_outputs_per_input)
+        return h.astype(jnp.float32).reshape(batch_size, num_dims, self.num_outputs_per_input)
 
 
 def _scale_up(noise, shift, log_scale):
@@ -141,6 +149,8 @@ class MAF(Bijector):
       hidden_sizes, activation, order, degree_mode, mask_seed: of the `MADEConditioner`
         ("natural" order when `order` is None).
       max_log_scale: the soft-clamp bound on |alpha|.
+      dtype: the conditioner's compute dtype; the layer's own arithmetic and log-det stay
+        float32.
     """
 
     hidden_sizes: Sequence[int] = (32, 32)
@@ -149,6 +159,7 @@ class MAF(Bijector):
     degree_mode: str = "evenly_spaced"
     mask_seed: int = 0
     max_log_scale: float = 3.0
+    dtype: Any = None
 
     # Which side the conditioner reads: the data (MAF) or the noise (IAF).
     conditioner_reads_noise: ClassVar[bool] = False
@@ -157,7 +168,13 @@ class MAF(Bijector):
         if self.max_log_scale <= 0:
             raise ValueError(f"max_log_scale={self.max_log_scale!r} must be positive")
         self.conditioner = MADEConditioner(
-            self.hidden_sizes, 2, self.activation, self.order, self.degree_mode, self.mask_seed
+            self.hidden_sizes,
+            2,
+            self.activation,
+            self.order,
+            self.degree_mode,
+            self.mask_seed,
+            self.dtype,
         )
 
     def shift_and_log_scale(self, values: jax.Array, context: jax.Array | None = None):
@@ -228,6 +245,7 @@ def maf_flow(
     activation: str = "relu",
     max_log_scale: float = 3.0,
     degree_mode: str = "evenly_spaced",
+    dtype: Any = None,
 ) -> Chain:
     """A stack of `num_layers` MAF layers (Papamakarios et al. 2017) on D = `num_dims`
     flattened dimensions, with `Permute(reverse_permutation(D))` between consecutive layers.
@@ -244,6 +262,7 @@ def maf_flow(
         activation=activation,
         max_log_scale=max_log_scale,
         degree_mode=degree_mode,
+        dtype=dtype,
     )
 
 

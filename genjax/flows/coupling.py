@@ -27,6 +27,8 @@ variable at once.
 
 from __future__ import annotations
 
+from typing import Any
+
 import chex
 import flax.linen as nn
 import jax
@@ -51,38 +53,46 @@ class ConvConditioner(nn.Module):
 
     `num_hidden_layers` 3x3 convolutions of `hidden_channels` with ReLU, then a 3x3 convolution
     whose kernel and bias are zero-initialised, so that a new coupling is the identity (Glow,
-    Sec. 3.3). A small stand-in for RealNVP's residual networks.
+    Sec. 3.3). A small stand-in for RealNVP's residual networks. The convolutions compute in
+    `dtype` (None: the inputs' and parameters' dtype); the output is float32.
     """
 
     hidden_channels: int
     num_hidden_layers: int
     out_channels: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         for _ in range(self.num_hidden_layers):
-            h = nn.relu(nn.Conv(self.hidden_channels, (3, 3))(h))
+            h = nn.relu(nn.Conv(self.hidden_channels, (3, 3), dtype=self.dtype)(h))
         zeros = nn.initializers.zeros_init()
-        return nn.Conv(self.out_channels, (3, 3), kernel_init=zeros, bias_init=zeros)(h)
+        out = nn.Conv(
+            self.out_channels, (3, 3), kernel_init=zeros, bias_init=zeros, dtype=self.dtype
+        )(h)
+        return out.astype(jnp.float32)
 
 
 class MLPConditioner(nn.Module):
     """The flat-data conditioner of a coupling: (B, D_in) -> (B, out_features).
 
     `num_hidden_layers` dense layers of `hidden_features` with ReLU, then a zero-initialised
-    dense output layer (a new coupling is the identity, as in Glow).
+    dense output layer (a new coupling is the identity, as in Glow). The layers compute in
+    `dtype` (None: the inputs' and parameters' dtype); the output is float32.
     """
 
     hidden_features: int
     num_hidden_layers: int
     out_features: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         for _ in range(self.num_hidden_layers):
-            h = nn.relu(nn.Dense(self.hidden_features)(h))
+            h = nn.relu(nn.Dense(self.hidden_features, dtype=self.dtype)(h))
         zeros = nn.initializers.zeros_init()
-        return nn.Dense(self.out_features, kernel_init=zeros, bias_init=zeros)(h)
+        out = nn.Dense(self.out_features, kernel_init=zeros, bias_init=zeros, dtype=self.dtype)(h)
+        return out.astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------- masks
@@ -160,7 +170,9 @@ class AffineCoupling(Bijector):
     The conditioner (`ConvConditioner` for image masks, `MLPConditioner` for 'half') outputs raw
     and t; its last layer is zero-initialised, so a new 'tanh' coupling is exactly the identity
     and a new 'sigmoid' one scales x_b by sigmoid(2) = 0.88 (exactly as Glow's code does).
-    `hidden_channels` sizes the conv net, `hidden_features` the MLP. `context` is ignored.
+    `hidden_channels` sizes the conv net, `hidden_features` the MLP, `dtype` is their compute
+    dtype (bfloat16 for mixed precision; the coupling's own arithmetic and its log-det stay
+    float32). `context` is ignored.
     """
 
     mask: str
@@ -169,6 +181,7 @@ class AffineCoupling(Bijector):
     hidden_channels: int = 32
     hidden_features: int = 64
     num_hidden_layers: int = 2
+    dtype: Any = None
 
     def __post_init__(self):
         _check_choice("mask", self.mask, MASKS)
@@ -188,11 +201,11 @@ class AffineCoupling(Bijector):
 
         if self.mask == "half":
             conditioner = MLPConditioner(
-                self.hidden_features, self.num_hidden_layers, 2 * num_transformed
+                self.hidden_features, self.num_hidden_layers, 2 * num_transformed, self.dtype
             )
         else:
             conditioner = ConvConditioner(
-                self.hidden_channels, self.num_hidden_layers, 2 * num_transformed
+                self.hidden_channels, self.num_hidden_layers, 2 * num_transformed, self.dtype
             )
         raw, shift = jnp.split(conditioner(conditioner_input), 2, axis=-1)
         if self.scale == "tanh":
@@ -318,6 +331,7 @@ def realnvp_image(
     num_hidden_layers: int = 2,
     final_couplings: int = 4,
     scale: str = "tanh",
+    dtype: Any = None,
 ) -> Bijector:
     """RealNVP's multi-scale flow for (B, H, W, C) images (Dinh et al. 2017, Sec. 3.6, 4.1),
     returned noise -> data: (B, H, W, C) -> (B, H, W, C); H and W must be divisible by
@@ -341,7 +355,12 @@ def realnvp_image(
             f"realnvp_image needs num_scales, couplings_per_scale and final_couplings >= 1; "
             f"got {num_scales}, {couplings_per_scale}, {final_couplings}"
         )
-    fields = dict(hidden_channels=hidden_channels, num_hidden_layers=num_hidden_layers, scale=scale)
+    fields = dict(
+        hidden_channels=hidden_channels,
+        num_hidden_layers=num_hidden_layers,
+        scale=scale,
+        dtype=dtype,
+    )
     flow = Invert(Chain(_alternating_couplings("checkerboard", final_couplings, **fields)))
     for _ in range(num_scales - 1):
         channel_couplings = Chain(_alternating_couplings("channel", couplings_per_scale, **fields))
@@ -361,6 +380,7 @@ def realnvp_flat(
     hidden_features: int = 64,
     num_hidden_layers: int = 2,
     scale: str = "tanh",
+    dtype: Any = None,
 ) -> Bijector:
     """RealNVP for flat (B, num_dims) data such as the 2-D toy densities (Dinh et al. 2017,
     Fig. 1), returned noise -> data: (B, D) -> (B, D).
@@ -380,5 +400,6 @@ def realnvp_flat(
         hidden_features=hidden_features,
         num_hidden_layers=num_hidden_layers,
         scale=scale,
+        dtype=dtype,
     )
     return Invert(Chain(couplings))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -250,6 +250,7 @@ def glow_image(
     hidden_channels: int = 32,
     num_hidden_layers: int = 2,
     lu: bool = True,
+    dtype: Any = None,
 ) -> Bijector:
     """Glow's multi-scale flow for (B, H, W, C) images (Kingma & Dhariwal 2018, Fig. 2),
     returned noise -> data; H and W must be divisible by 2^num_scales.
@@ -263,7 +264,7 @@ def glow_image(
             f"glow_image needs num_scales and steps_per_scale >= 1; got {num_scales}, "
             f"{steps_per_scale}"
         )
-    fields = dict(hidden_channels=hidden_channels, num_hidden_layers=num_hidden_layers)
+    fields = dict(hidden_channels=hidden_channels, num_hidden_layers=num_hidden_layers, dtype=dtype)
     seed = 1000 * num_scales
     flow = Squeezed(glow_steps(steps_per_scale, "channel", lu, seed, **fields))
     for level in range(num_scales - 1):
@@ -278,6 +279,7 @@ def glow_flat(
     hidden_features: int = 64,
     num_hidden_layers: int = 2,
     lu: bool = True,
+    dtype: Any = None,
 ) -> Bijector:
     """Glow steps on flat (B, num_dims) data (ActNorm, 1x1 convolution as a learned
     num_dims x num_dims rotation, 'half'-mask couplings), returned noise -> data."""
@@ -285,5 +287,5 @@ def glow_flat(
         raise ValueError(
             f"glow_flat needs num_dims >= 2 and num_steps >= 1; got {num_dims}, {num_steps}"
         )
-    fields = dict(hidden_features=hidden_features, num_hidden_layers=num_hidden_layers)
+    fields = dict(hidden_features=hidden_features, num_hidden_layers=num_hidden_layers, dtype=dtype)
     return glow_steps(num_steps, "half", lu, 0, **fields)

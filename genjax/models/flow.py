@@ -68,9 +68,13 @@ class FlowModel(GradientModel):
       num_hidden_layers: hidden layers of each conditioner.
       lu: Glow's LU-decomposed 1x1 convolution (else plain slogdet).
       init_examples: training examples for the data-dependent ActNorm initialisation (glow).
+
+    With config.compute_dtype='bfloat16' the conditioner networks compute in bfloat16; the
+    bijectors' arithmetic, their log-dets and the log-likelihood stay float32.
     """
 
     main_metric = "train/loss"
+    compute_dtypes = ("float32", "bfloat16")
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -88,6 +92,12 @@ class FlowModel(GradientModel):
                 f"config.model_config.objective={mc.objective!r}: planar and radial flows have "
                 "no inverse, so they are fitted by objective='reverse_kl' to a known density; "
                 f"the invertible architectures {INVERTIBLE} use objective='max_likelihood'."
+            )
+        if config.compute_dtype != "float32" and forward_only:
+            raise ValueError(
+                f"config.compute_dtype={config.compute_dtype!r} with config.model_config."
+                f"architecture={mc.architecture!r}: planar and radial flows have no networks to "
+                f"compute in it; use compute_dtype='float32' (or one of {INVERTIBLE})."
             )
         if mc.objective == "reverse_kl" and _toy_name(config.dataset) is None:
             raise ValueError(
@@ -112,7 +122,8 @@ class FlowModel(GradientModel):
                 "values is unbounded."
             )
         self.toy_name = _toy_name(spec.name)
-        self.flow = Flow(build_bijector(mc, spec.example_shape), spec.example_shape)
+        dtype = jnp.dtype(config.compute_dtype)
+        self.flow = Flow(build_bijector(mc, spec.example_shape, dtype), spec.example_shape)
         self.init_batch_size = mc.init_examples if mc.architecture == "glow" else 0
 
     def init(self, key, example_x):
@@ -177,12 +188,13 @@ class FlowModel(GradientModel):
         return self._log_prob(state.params, x)
 
 
-def build_bijector(mc, event_shape: tuple[int, ...]) -> Bijector:
+def build_bijector(mc, event_shape: tuple[int, ...], dtype=None) -> Bijector:
     """The bijector of `mc.architecture` for events of `event_shape`, noise -> data: the
-    multi-scale image flows for (H, W, C) images, their flat forms for vectors."""
+    multi-scale image flows for (H, W, C) images, their flat forms for vectors; `dtype` is the
+    conditioner networks' compute dtype (planar and radial flows have none)."""
     image = len(event_shape) == 3
     num_dims = int(np.prod(event_shape))
-    hidden = dict(num_hidden_layers=mc.num_hidden_layers)
+    hidden = dict(num_hidden_layers=mc.num_hidden_layers, dtype=dtype)
     if mc.architecture == "realnvp":
         if image:
             return coupling.realnvp_image(
@@ -197,7 +209,7 @@ def build_bijector(mc, event_shape: tuple[int, ...]) -> Bijector:
         return glow.glow_flat(num_dims, mc.num_layers, mc.hidden_features, lu=mc.lu, **hidden)
     if mc.architecture == "maf":
         hidden_sizes = (mc.hidden_features,) * mc.num_hidden_layers
-        return autoregressive.maf_flow(num_dims, mc.num_layers, hidden_sizes)
+        return autoregressive.maf_flow(num_dims, mc.num_layers, hidden_sizes, dtype=dtype)
     if mc.architecture == "planar":
         return planar.planar_flow(mc.num_layers)
     return planar.radial_flow(mc.num_layers)

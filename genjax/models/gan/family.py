@@ -90,6 +90,7 @@ class GAN(Model):
     """GANs (`config.model = 'gan'`); see the module docstring."""
 
     main_metric = "train/d_loss"
+    compute_dtypes = ("float32", "bfloat16")
     likelihood_model = False
 
     @classmethod
@@ -162,7 +163,11 @@ class GAN(Model):
         mc, spec = self.config.model_config, self.spec
         low, high = spec.value_range
         activation = {(-1.0, 1.0): "tanh", (0.0, 1.0): "sigmoid"}.get((low, high), "linear")
-        conditional = dict(conditioning=mc.conditioning, num_classes=self.num_classes)
+        shared = dict(
+            conditioning=mc.conditioning,
+            num_classes=self.num_classes,
+            dtype=jnp.dtype(self.config.compute_dtype),
+        )
         discriminator = dict(
             norm=mc.discriminator_norm, spectral_norm=mc.spectral_norm, axis_name=axis_name
         )
@@ -172,16 +177,16 @@ class GAN(Model):
                 mc.base_channels,
                 output_activation=activation,
                 axis_name=axis_name,
-                **conditional,
+                **shared,
             )
             return generator, networks.DCGANDiscriminator(
-                mc.base_channels, **conditional, **discriminator
+                mc.base_channels, **shared, **discriminator
             )
         layers = dict(hidden_size=mc.hidden_size, num_hidden_layers=mc.num_hidden_layers)
         generator = networks.MLPGenerator(
-            spec.example_shape, **layers, output_activation=activation, **conditional
+            spec.example_shape, **layers, output_activation=activation, **shared
         )
-        return generator, networks.MLPDiscriminator(**layers, **conditional, **discriminator)
+        return generator, networks.MLPDiscriminator(**layers, **shared, **discriminator)
 
     def make_optimizer(self) -> dict[str, optax.GradientTransformation]:
         """{'generator': at config.learning_rate, 'discriminator': at its own rate}."""

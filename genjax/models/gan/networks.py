@@ -21,7 +21,8 @@ the same running averages and a run on N devices normalises as a run on one.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Any, NamedTuple
 
 import chex
 import flax.linen as nn
@@ -62,19 +63,25 @@ def _conditioned_latent(z, labels, conditioning: str, num_classes: int) -> jax.A
     return jnp.concatenate([z, _one_hot(labels, num_classes)], axis=-1)
 
 
-def _normalized(layer: nn.Module, x, norm: str, spectral_norm: bool, axis_name, train: bool):
-    """`layer(x)` (a Dense or Conv), optionally spectrally normalised, then `norm`; called
-    inside a compact `__call__`, so the layers belong to the calling module."""
+def _normalized(
+    layer: nn.Module, x, norm: str, spectral_norm: bool, axis_name, train: bool, dtype=None
+):
+    """`layer(x)` (a Dense or Conv), optionally spectrally normalised, then `norm`, computed in
+    `dtype` (normalisation statistics stay float32); called inside a compact `__call__`, so the
+    layers belong to the calling module."""
     if spectral_norm:
-        x = nn.SpectralNorm(layer, collection_name=SPECTRAL_COLLECTION)(x, update_stats=train)
+        spectral = nn.SpectralNorm(layer, collection_name=SPECTRAL_COLLECTION, dtype=dtype)
+        x = spectral(x, update_stats=train)
     else:
         x = layer(x)
     if norm == "batch":
         # The discriminator always normalises with the current batch's statistics (it is never
         # used in inference mode); they are taken over the global batch.
-        x = nn.BatchNorm(use_running_average=False, momentum=0.9, axis_name=axis_name)(x)
+        x = nn.BatchNorm(use_running_average=False, momentum=0.9, axis_name=axis_name, dtype=dtype)(
+            x
+        )
     elif norm == "layer":
-        x = nn.LayerNorm()(x)
+        x = nn.LayerNorm(dtype=dtype)(x)
     return x
 
 
@@ -88,6 +95,7 @@ class MLPGenerator(nn.Module):
     num_classes: int = 1
     output_activation: str = "linear"
     axis_name: str | None = None  # unused; the same signature as DCGANGenerator
+    dtype: Any = None  # the layers' compute dtype; the samples are float32
 
     @nn.compact
     def __call__(self, z, labels, train: bool):
@@ -95,12 +103,12 @@ class MLPGenerator(nn.Module):
         chex.assert_rank(z, 2)
         h = _conditioned_latent(z, labels, self.conditioning, self.num_classes)
         for _ in range(self.num_hidden_layers):
-            h = nn.relu(nn.Dense(self.hidden_size)(h))
+            h = nn.relu(nn.Dense(self.hidden_size, dtype=self.dtype)(h))
         num_dims = 1
         for size in self.event_shape:
             num_dims *= size
-        x = nn.Dense(num_dims)(h)
-        x = _output_activation(x, self.output_activation)
+        x = nn.Dense(num_dims, dtype=self.dtype)(h)
+        x = _output_activation(x, self.output_activation).astype(jnp.float32)
         return x.reshape((z.shape[0], *self.event_shape))
 
 
@@ -114,6 +122,7 @@ class MLPDiscriminator(nn.Module):
     norm: str = "none"
     spectral_norm: bool = False
     axis_name: str | None = None
+    dtype: Any = None  # the layers' compute dtype; the scores are float32
 
     @nn.compact
     def __call__(self, x, labels, train: bool) -> DiscriminatorOutput:
@@ -121,20 +130,27 @@ class MLPDiscriminator(nn.Module):
         if self.conditioning == "concat":
             h = jnp.concatenate([h, _one_hot(labels, self.num_classes)], axis=-1)
         for _ in range(self.num_hidden_layers):
-            layer = nn.Dense(self.hidden_size)
-            h = _normalized(layer, h, self.norm, self.spectral_norm, self.axis_name, train)
+            layer = nn.Dense(self.hidden_size, dtype=self.dtype)
+            h = _normalized(
+                layer, h, self.norm, self.spectral_norm, self.axis_name, train, self.dtype
+            )
             h = nn.leaky_relu(h, _LEAKY_SLOPE)
-        return _heads(h, self.conditioning, self.num_classes, self.spectral_norm, train)
+        return _heads(h, self.conditioning, self.num_classes, self.spectral_norm, train, self.dtype)
 
 
-def _heads(features, conditioning, num_classes, spectral_norm, train) -> DiscriminatorOutput:
-    """The score head (and AC-GAN's class head) on (B, F) features; called inside a compact
-    `__call__`, so the layers belong to the calling module."""
-    scores = _normalized(nn.Dense(1, name="score"), features, "none", spectral_norm, None, train)
+def _heads(
+    features, conditioning, num_classes, spectral_norm, train, dtype=None
+) -> DiscriminatorOutput:
+    """The score head (and AC-GAN's class head) on (B, F) features, computed in `dtype` and
+    returned as float32; called inside a compact `__call__`, so the layers belong to the
+    calling module."""
+    score_layer = nn.Dense(1, dtype=dtype, name="score")
+    scores = _normalized(score_layer, features, "none", spectral_norm, None, train, dtype)
     class_logits = None
     if conditioning == "acgan":
-        class_logits = nn.Dense(num_classes, name="class_logits")(features)
-    return DiscriminatorOutput(scores[:, 0], class_logits)
+        class_logits = nn.Dense(num_classes, dtype=dtype, name="class_logits")(features)
+        class_logits = class_logits.astype(jnp.float32)
+    return DiscriminatorOutput(scores[:, 0].astype(jnp.float32), class_logits)
 
 
 def dcgan_num_upsamples(height: int, width: int) -> int:
@@ -171,6 +187,7 @@ class DCGANGenerator(nn.Module):
     num_classes: int = 1
     output_activation: str = "tanh"
     axis_name: str | None = None
+    dtype: Any = None  # the layers' compute dtype; the samples are float32
 
     @nn.compact
     def __call__(self, z, labels, train: bool):
@@ -178,20 +195,26 @@ class DCGANGenerator(nn.Module):
         height, width, channels = self.event_shape
         num_up = dcgan_num_upsamples(height, width)
         base_h, base_w = height // 2**num_up, width // 2**num_up
-        batch_norm = lambda: nn.BatchNorm(  # noqa: E731
-            use_running_average=not train, momentum=0.9, axis_name=self.axis_name
+        batch_norm = functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=0.9,
+            axis_name=self.axis_name,
+            dtype=self.dtype,
+        )
+        deconv = functools.partial(
+            nn.ConvTranspose, kernel_size=(4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype
         )
         h = _conditioned_latent(z, labels, self.conditioning, self.num_classes)
         features = self.base_channels * 2 ** (num_up - 1)
-        h = nn.Dense(base_h * base_w * features)(h)
+        h = nn.Dense(base_h * base_w * features, dtype=self.dtype)(h)
         h = nn.relu(batch_norm()(h))
         h = h.reshape((z.shape[0], base_h, base_w, features))  # (B, h0, w0, C0)
         for level in range(num_up - 1):
-            features = self.base_channels * 2 ** (num_up - 2 - level)
-            h = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")(h)
+            h = deconv(self.base_channels * 2 ** (num_up - 2 - level))(h)
             h = nn.relu(batch_norm()(h))
-        x = nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME")(h)
-        x = _output_activation(x, self.output_activation)
+        x = deconv(channels)(h)
+        x = _output_activation(x, self.output_activation).astype(jnp.float32)
         chex.assert_shape(x, (z.shape[0], height, width, channels))
         return x
 
@@ -209,6 +232,7 @@ class DCGANDiscriminator(nn.Module):
     norm: str = "batch"
     spectral_norm: bool = False
     axis_name: str | None = None
+    dtype: Any = None  # the layers' compute dtype; the scores are float32
 
     @nn.compact
     def __call__(self, x, labels, train: bool) -> DiscriminatorOutput:
@@ -222,9 +246,15 @@ class DCGANDiscriminator(nn.Module):
             )
             h = jnp.concatenate([h, maps], axis=-1)
         for level in range(dcgan_num_upsamples(height, width)):
-            conv = nn.Conv(self.base_channels * 2**level, (4, 4), strides=(2, 2), padding="SAME")
+            conv = nn.Conv(
+                self.base_channels * 2**level,
+                (4, 4),
+                strides=(2, 2),
+                padding="SAME",
+                dtype=self.dtype,
+            )
             norm = "none" if level == 0 else self.norm
-            h = _normalized(conv, h, norm, self.spectral_norm, self.axis_name, train)
+            h = _normalized(conv, h, norm, self.spectral_norm, self.axis_name, train, self.dtype)
             h = nn.leaky_relu(h, _LEAKY_SLOPE)
         h = h.reshape((batch, -1))
-        return _heads(h, self.conditioning, self.num_classes, self.spectral_norm, train)
+        return _heads(h, self.conditioning, self.num_classes, self.spectral_norm, train, self.dtype)
