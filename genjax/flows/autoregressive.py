@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.flows.bijector import Bijector, Chain, Permute, reverse_permutation
+from genjax.models import precision
 from genjax.models.autoregressive import masked
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh}
@@ -110,7 +111,7 @@ class MADEConditioner(nn.Module):
             h = layer_module(h, mask)
             if layer == 0 and context is not None:
                 chex.assert_shape(context, (batch_size, None))
-                projection = nn.Dense(
+                projection = precision.dense(
                     size, use_bias=False, kernel_init=init, dtype=self.dtype, name="context"
                 )
                 h = h + projection(context)

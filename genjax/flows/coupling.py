@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.flows.bijector import Bijector, Chain, Invert, event_sum, zero_log_det
+from genjax.models import precision
 
 MASKS = ("checkerboard", "channel", "half")
 SCALES = ("tanh", "sigmoid")
@@ -65,9 +66,9 @@ class ConvConditioner(nn.Module):
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         for _ in range(self.num_hidden_layers):
-            h = nn.relu(nn.Conv(self.hidden_channels, (3, 3), dtype=self.dtype)(h))
+            h = nn.relu(precision.conv(self.hidden_channels, (3, 3), dtype=self.dtype)(h))
         zeros = nn.initializers.zeros_init()
-        out = nn.Conv(
+        out = precision.conv(
             self.out_channels, (3, 3), kernel_init=zeros, bias_init=zeros, dtype=self.dtype
         )(h)
         return out.astype(jnp.float32)
@@ -89,9 +90,11 @@ class MLPConditioner(nn.Module):
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         for _ in range(self.num_hidden_layers):
-            h = nn.relu(nn.Dense(self.hidden_features, dtype=self.dtype)(h))
+            h = nn.relu(precision.dense(self.hidden_features, dtype=self.dtype)(h))
         zeros = nn.initializers.zeros_init()
-        out = nn.Dense(self.out_features, kernel_init=zeros, bias_init=zeros, dtype=self.dtype)(h)
+        out = precision.dense(
+            self.out_features, kernel_init=zeros, bias_init=zeros, dtype=self.dtype
+        )(h)
         return out.astype(jnp.float32)
 
 

@@ -44,7 +44,7 @@ from genjax.evaluate.likelihood import (
 )
 from genjax.flows.autoregressive import iaf_flow
 from genjax.flows.planar import planar_flow
-from genjax.models import checks
+from genjax.models import checks, precision
 from genjax.models.base import GradientModel
 from genjax.objectives import estimators as estimator_lib
 
@@ -99,8 +99,8 @@ class MLP(nn.Module):
         lead = h.shape[:-1]
         h = h.reshape((-1, h.shape[-1]))
         for size in self.hidden_sizes:
-            h = nn.tanh(nn.Dense(size, dtype=self.dtype)(h))
-        out = nn.Dense(self.out_size, dtype=self.dtype)(h).astype(jnp.float32)
+            h = nn.tanh(precision.dense(size, dtype=self.dtype)(h))
+        out = precision.dense(self.out_size, dtype=self.dtype)(h).astype(jnp.float32)
         out, h = out.reshape((*lead, -1)), h.reshape((*lead, -1))
         return (out, h) if self.return_hidden else out
 
@@ -130,7 +130,7 @@ class GaussianMLP(nn.Module):
         mean, log_var = jnp.split(out, 2, axis=-1)
         if not self.context_size:
             return mean, log_var
-        context = nn.Dense(self.context_size, dtype=self.dtype, name="context")(hidden)
+        context = precision.dense(self.context_size, dtype=self.dtype, name="context")(hidden)
         return mean, log_var, context.astype(jnp.float32)
 
 
@@ -158,14 +158,16 @@ class ConvEncoder(nn.Module):
         lead = x.shape[:-3]
         h = x.reshape((-1, *x.shape[-3:]))
         for channels in self.channels:
-            h = nn.relu(nn.Conv(channels, (3, 3), strides=(2, 2), dtype=self.dtype)(h))
-        h = nn.relu(nn.Dense(self.hidden_size, dtype=self.dtype)(h.reshape((h.shape[0], -1))))
-        out = nn.Dense(2 * self.out_size, dtype=self.dtype)(h).astype(jnp.float32)
+            h = nn.relu(precision.conv(channels, (3, 3), strides=(2, 2), dtype=self.dtype)(h))
+        h = nn.relu(
+            precision.dense(self.hidden_size, dtype=self.dtype)(h.reshape((h.shape[0], -1)))
+        )
+        out = precision.dense(2 * self.out_size, dtype=self.dtype)(h).astype(jnp.float32)
         mean, log_var = jnp.split(out, 2, axis=-1)
         mean, log_var = mean.reshape((*lead, -1)), log_var.reshape((*lead, -1))
         if not self.context_size:
             return mean, log_var
-        context = nn.Dense(self.context_size, dtype=self.dtype, name="context")(h)
+        context = precision.dense(self.context_size, dtype=self.dtype, name="context")(h)
         return mean, log_var, context.astype(jnp.float32).reshape((*lead, -1))
 
 
@@ -183,8 +185,8 @@ class ConvDecoder(nn.Module):
         lead = z.shape[:-1]
         height, width, channels_out = self.image_shape
         factor = 2 ** len(self.channels)
-        dense = functools.partial(nn.Dense, dtype=self.dtype)
-        deconv = functools.partial(nn.ConvTranspose, strides=(2, 2), dtype=self.dtype)
+        dense = functools.partial(precision.dense, dtype=self.dtype)
+        deconv = functools.partial(precision.conv_transpose, strides=(2, 2), dtype=self.dtype)
         h = nn.relu(dense(self.hidden_size)(z.reshape((-1, z.shape[-1]))))
         h = nn.relu(dense((height // factor) * (width // factor) * self.channels[-1])(h))
         h = h.reshape((-1, height // factor, width // factor, self.channels[-1]))

@@ -4,6 +4,7 @@ import importlib
 
 import jax
 import jax.extend.core
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -56,9 +57,14 @@ def _flow_log_prob(model, params, x, keys):
     return model.flow.apply(params, x, method=Flow.log_prob)
 
 
-# The configs (their `tiny` variants) that test the families implementing bfloat16: config ->
-# (family, the family's float32 log density of a batch (model, params, x, keys) -> (..., B), or
-# None for a family without one).
+def _pixelcnn_log_prob(model, params, x, keys):
+    del keys
+    return model.log_prob(params, x, jnp.zeros(x.shape[0], jnp.int32))
+
+
+# The configs (config file[:variant], with `tiny` added) that test the families implementing
+# bfloat16: config -> (family, the family's float32 log density of a batch
+# (model, params, x, keys) -> (..., B), or None for a family without one).
 CASES = {
     "vae": ("vae", lambda model, params, x, keys: model.log_weights(params, x, keys, 3)["log_w"]),
     "made": ("made", lambda model, params, x, keys: model.log_prob(params, x, 0)),
@@ -66,6 +72,9 @@ CASES = {
     "realnvp": ("flow", _flow_log_prob),  # convolutional couplings
     "glow": ("flow", _flow_log_prob),  # ActNorm, 1x1 convolutions (float32), couplings
     "maf": ("flow", _flow_log_prob),  # masked conditioners
+    "pixelcnn": ("pixelcnn", _pixelcnn_log_prob),  # Gated PixelCNN
+    "pixelcnn:plain": ("pixelcnn", _pixelcnn_log_prob),  # masked residual blocks
+    "pixelcnn:conditional": ("pixelcnn", _pixelcnn_log_prob),  # class embedding
 }
 
 
@@ -87,10 +96,11 @@ def test_planar_and_radial_flows_refuse_bfloat16_by_name():
 def runs(request):
     """Per dtype: NUM_STEPS steps of the tiny config as it is (Adam), and the first step's
     gradient, read off one SGD step of learning rate 1 from the same initial parameters."""
-    config_module = importlib.import_module(f"configs.{request.param}")
+    module, _, variant = request.param.partition(":")
+    config_module = importlib.import_module(f"configs.{module}")
     results = {"case": request.param}
     for dtype in ("float32", "bfloat16"):
-        config = config_module.get_config("tiny")
+        config = config_module.get_config(",".join(filter(None, (variant, "tiny"))))
         config.compute_dtype = dtype
         results[dtype] = _train(config)
         config.optimizer, config.learning_rate = "sgd", 1.0
@@ -105,23 +115,26 @@ def test_bfloat16_training_stays_finite_and_close_to_float32(runs):
     assert np.all(np.isfinite(losses16))
     # bfloat16 keeps 8 significant bits (relative spacing 2^-8 = 0.4%); the loss is a float32
     # sum of float32 densities of bfloat16 network outputs, so the first step's loss agrees to
-    # about 1e-5, and the trajectories part slowly (0.1% after 5 steps where the loss falls
-    # fastest, the toy flow's). A density summed in bfloat16, or a term lost, is off by far more.
-    np.testing.assert_allclose(losses16[0], losses32[0], rtol=1e-4)
+    # 2e-4 at most (measured: the plain PixelCNN's, 1.7e-4), and the trajectories part slowly
+    # (0.1% after 5 steps where the loss falls fastest, the toy flow's). A density summed in
+    # bfloat16, or a term lost, is off by far more.
+    np.testing.assert_allclose(losses16[0], losses32[0], rtol=5e-4)
     np.testing.assert_allclose(losses16, losses32, rtol=5e-3)
 
 
 def test_bfloat16_gradients_are_close_to_float32(runs):
     # The first step's gradient, all parameters together: bfloat16's rounding through the
-    # forward and backward passes moves it by a few percent (the most, 8%, for the GAN, whose
-    # generator gradient passes back through both networks and batch norm). (Compared as gradients,
+    # forward and backward passes moves it by 0.1-2% (measured; the most, 2.1%, for the Gated
+    # PixelCNN). Biases are added in float32 (genjax.models.precision): summed over every
+    # position in bfloat16, their gradients moved the convolutional networks' by 8-15%.
+    # (Compared as gradients,
     # not as Adam's parameters after several steps: Adam's g / sqrt(v) turns round-off in a
     # parameter with no true gradient, such as a bias just before batch norm, into steps of
     # the full learning rate.)
     gradient32, gradient16 = runs["float32_gradient"], runs["bfloat16_gradient"]
     assert np.linalg.norm(gradient32) > 0
     error = np.linalg.norm(gradient16 - gradient32) / np.linalg.norm(gradient32)
-    assert error < 0.1, error
+    assert error < 0.05, error
 
 
 def test_parameters_and_optimizer_state_stay_float32(runs):

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.models import precision
+
 DEGREE_MODES = ("random", "evenly_spaced")
 
 
@@ -177,8 +179,9 @@ class MaskedDense(nn.Module):
     """A dense layer whose kernel is multiplied by a fixed 0/1 mask: y = x @ (W * M) + b.
 
     The mask is a call argument (not a parameter), shape (in, out) like the kernel. With a
-    `dtype` (bfloat16, say) the input, the masked kernel and the bias are cast to it and the
-    product is computed in it; the parameters stay float32.
+    `dtype` (bfloat16, say) the input and the masked kernel are cast to it and the product is
+    computed in it; the bias is added in float32 (`genjax.models.precision`), and the
+    parameters stay float32.
     """
 
     features: int
@@ -194,6 +197,6 @@ class MaskedDense(nn.Module):
         bias = None
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel * mask, bias, dtype=self.dtype)
+        x, kernel, bias = precision.promote_keep_bias(x, kernel * mask, bias, dtype=self.dtype)
         y = x @ kernel
         return y if bias is None else y + bias

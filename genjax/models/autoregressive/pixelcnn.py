@@ -45,6 +45,7 @@ refused.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -54,7 +55,7 @@ import numpy as np
 
 from genjax import objectives
 from genjax.evaluate.likelihood import log_mean_exp, summarize_log_likelihood
-from genjax.models import checks
+from genjax.models import checks, precision
 from genjax.models.base import GradientModel
 
 ARCHITECTURES = ("gated", "pixelcnn")
@@ -114,7 +115,8 @@ class MaskedConv(nn.Module):
     """A convolution with an `autoregressive_mask`ed kernel, 'same' size, stride 1.
 
     Input (B, H, W, C_in) -> (B, H, W, features); the `num_channels` data channels define the
-    channel groups of both sides (`channel_groups`).
+    channel groups of both sides (`channel_groups`). With a `dtype` the input, masked kernel
+    and bias are cast to it and the convolution is computed in it (parameters stay float32).
     """
 
     features: int
@@ -122,6 +124,7 @@ class MaskedConv(nn.Module):
     centre: tuple[int, int]
     mask_type: str
     num_channels: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
@@ -138,9 +141,10 @@ class MaskedConv(nn.Module):
             "kernel", nn.initializers.lecun_normal(), (kh, kw, in_features, self.features)
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        x, kernel, bias = precision.promote_keep_bias(x, kernel * mask, bias, dtype=self.dtype)
         y = jax.lax.conv_general_dilated(
             x,
-            kernel * mask,
+            kernel,
             window_strides=(1, 1),
             padding=((ci, kh - 1 - ci), (cj, kw - 1 - cj)),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -148,16 +152,21 @@ class MaskedConv(nn.Module):
         return y + bias
 
 
-def square_masked_conv(features, kernel_size, mask_type, num_channels) -> MaskedConv:
+def square_masked_conv(features, kernel_size, mask_type, num_channels, dtype=None) -> MaskedConv:
     """A k x k masked convolution centred on the output pixel (PixelCNN's layers)."""
     return MaskedConv(
-        features, (kernel_size, kernel_size), (kernel_size // 2,) * 2, mask_type, num_channels
+        features,
+        (kernel_size, kernel_size),
+        (kernel_size // 2,) * 2,
+        mask_type,
+        num_channels,
+        dtype,
     )
 
 
-def pointwise_conv(features, num_channels) -> MaskedConv:
+def pointwise_conv(features, num_channels, dtype=None) -> MaskedConv:
     """A 1x1 convolution with mask B: it never mixes a channel group into an earlier one."""
-    return MaskedConv(features, (1, 1), (0, 0), "B", num_channels)
+    return MaskedConv(features, (1, 1), (0, 0), "B", num_channels, dtype)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -166,19 +175,22 @@ def pointwise_conv(features, num_channels) -> MaskedConv:
 class OutputHead(nn.Module):
     """Features (B, H, W, F) -> per-sub-pixel distribution parameters (B, H, W, C, P).
 
-    ReLU -> 1x1 -> ReLU -> 1x1, both mask B (PixelRNN figure 5, the two output layers).
+    ReLU -> 1x1 -> ReLU -> 1x1, both mask B (PixelRNN figure 5, the two output layers),
+    computed in `dtype`; the parameters are returned float32.
     """
 
     hidden_features: int
     num_channels: int
     params_per_channel: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, h):
-        h = pointwise_conv(self.hidden_features, self.num_channels)(nn.relu(h))
-        out = pointwise_conv(self.num_channels * self.params_per_channel, self.num_channels)(
-            nn.relu(h)
-        )
+        h = pointwise_conv(self.hidden_features, self.num_channels, self.dtype)(nn.relu(h))
+        out = pointwise_conv(
+            self.num_channels * self.params_per_channel, self.num_channels, self.dtype
+        )(nn.relu(h))
+        out = out.astype(jnp.float32)
         return out.reshape((*out.shape[:-1], self.num_channels, self.params_per_channel))
 
 
@@ -196,19 +208,20 @@ class PixelCNNNetwork(nn.Module):
     first_kernel_size: int
     output_features: int
     params_per_channel: int
+    dtype: Any = None  # the layers' compute dtype; the output is float32
 
     @nn.compact
     def __call__(self, x, labels=None):
         del labels  # unconditional (validated)
-        num_channels = x.shape[-1]
-        h = square_masked_conv(self.features, self.first_kernel_size, "A", num_channels)(x)
+        num_channels, dtype = x.shape[-1], self.dtype
+        h = square_masked_conv(self.features, self.first_kernel_size, "A", num_channels, dtype)(x)
         for _ in range(self.num_layers):
-            y = pointwise_conv(self.features // 2, num_channels)(nn.relu(h))
-            y = square_masked_conv(self.features // 2, self.kernel_size, "B", num_channels)(
+            y = pointwise_conv(self.features // 2, num_channels, dtype)(nn.relu(h))
+            y = square_masked_conv(self.features // 2, self.kernel_size, "B", num_channels, dtype)(
                 nn.relu(y)
             )
-            h = h + pointwise_conv(self.features, num_channels)(nn.relu(y))
-        head = OutputHead(self.output_features, num_channels, self.params_per_channel)
+            h = h + pointwise_conv(self.features, num_channels, dtype)(nn.relu(y))
+        head = OutputHead(self.output_features, num_channels, self.params_per_channel, dtype)
         return head(h)
 
 
@@ -240,20 +253,31 @@ class GatedLayer(nn.Module):
     kernel_size: int
     first: bool
     num_channels: int
+    dtype: Any = None  # the layers' compute dtype
 
     @nn.compact
     def __call__(self, v, h, cond=None):
-        k, width = self.kernel_size, 2 * self.features
+        k, width, dtype = self.kernel_size, 2 * self.features, self.dtype
         # Vertical stack: rows i - k//2 .. i, columns j - k//2 .. j + k//2.
-        v_pre = nn.Conv(width, (k // 2 + 1, k), padding=((k // 2, 0), (k // 2, k // 2)))(v)
+        v_pre = precision.conv(
+            width, (k // 2 + 1, k), padding=((k // 2, 0), (k // 2, k // 2)), dtype=dtype
+        )(v)
         # Horizontal stack: columns j - k//2 .. j of row i, the centre tap channel-masked.
         mask_type = "A" if self.first else "B"
-        h_pre = MaskedConv(width, (1, k // 2 + 1), (0, k // 2), mask_type, self.num_channels)(h)
-        h_pre = h_pre + nn.Dense(width)(shift_down(v_pre))  # vertical -> horizontal
+        h_pre = MaskedConv(
+            width, (1, k // 2 + 1), (0, k // 2), mask_type, self.num_channels, dtype
+        )(h)
+        h_pre = h_pre + precision.dense(width, dtype=dtype)(
+            shift_down(v_pre)
+        )  # vertical -> horizontal
         if cond is not None:
-            v_pre = v_pre + nn.Dense(width, use_bias=False)(cond)[:, None, None, :]
-            h_pre = h_pre + nn.Dense(width, use_bias=False)(cond)[:, None, None, :]
-        h_out = pointwise_conv(self.features, self.num_channels)(gate(h_pre))
+            v_pre = (
+                v_pre + precision.dense(width, use_bias=False, dtype=dtype)(cond)[:, None, None, :]
+            )
+            h_pre = (
+                h_pre + precision.dense(width, use_bias=False, dtype=dtype)(cond)[:, None, None, :]
+            )
+        h_out = pointwise_conv(self.features, self.num_channels, dtype)(gate(h_pre))
         if not self.first:
             h_out = h + h_out  # residual connection of the horizontal stack
         return gate(v_pre), h_out
@@ -272,18 +296,20 @@ class GatedPixelCNNNetwork(nn.Module):
     output_features: int
     params_per_channel: int
     num_classes: int | None = None
+    dtype: Any = None  # the layers' compute dtype; the output is float32
 
     @nn.compact
     def __call__(self, x, labels=None):
         num_channels = x.shape[-1]
         cond = None
         if self.num_classes is not None:
-            cond = nn.Embed(self.num_classes, self.features)(labels)  # (B, F)
+            cond = nn.Embed(self.num_classes, self.features, dtype=self.dtype)(labels)  # (B, F)
         v = h = x
         for layer in range(self.num_layers):
             kernel_size = self.first_kernel_size if layer == 0 else self.kernel_size
-            v, h = GatedLayer(self.features, kernel_size, layer == 0, num_channels)(v, h, cond)
-        head = OutputHead(self.output_features, num_channels, self.params_per_channel)
+            gated = GatedLayer(self.features, kernel_size, layer == 0, num_channels, self.dtype)
+            v, h = gated(v, h, cond)
+        head = OutputHead(self.output_features, num_channels, self.params_per_channel, self.dtype)
         return head(h)
 
 
@@ -374,6 +400,7 @@ class PixelCNN(GradientModel):
     """
 
     main_metric = "train/loss"
+    compute_dtypes = ("float32", "bfloat16")
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -424,6 +451,7 @@ class PixelCNN(GradientModel):
             first_kernel_size=mc.first_kernel_size,
             output_features=mc.output_features,
             params_per_channel=params_per_channel(mc.likelihood, self.num_levels, mc.num_mixtures),
+            dtype=jnp.dtype(config.compute_dtype),
             **conditioning,
         )
 

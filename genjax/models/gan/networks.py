@@ -29,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax.models import precision
+
 CONDITIONINGS = ("none", "concat", "acgan")
 NORMS = ("none", "batch", "layer")
 OUTPUT_ACTIVATIONS = ("tanh", "sigmoid", "linear")
@@ -103,11 +105,11 @@ class MLPGenerator(nn.Module):
         chex.assert_rank(z, 2)
         h = _conditioned_latent(z, labels, self.conditioning, self.num_classes)
         for _ in range(self.num_hidden_layers):
-            h = nn.relu(nn.Dense(self.hidden_size, dtype=self.dtype)(h))
+            h = nn.relu(precision.dense(self.hidden_size, dtype=self.dtype)(h))
         num_dims = 1
         for size in self.event_shape:
             num_dims *= size
-        x = nn.Dense(num_dims, dtype=self.dtype)(h)
+        x = precision.dense(num_dims, dtype=self.dtype)(h)
         x = _output_activation(x, self.output_activation).astype(jnp.float32)
         return x.reshape((z.shape[0], *self.event_shape))
 
@@ -130,7 +132,7 @@ class MLPDiscriminator(nn.Module):
         if self.conditioning == "concat":
             h = jnp.concatenate([h, _one_hot(labels, self.num_classes)], axis=-1)
         for _ in range(self.num_hidden_layers):
-            layer = nn.Dense(self.hidden_size, dtype=self.dtype)
+            layer = precision.dense(self.hidden_size, dtype=self.dtype)
             h = _normalized(
                 layer, h, self.norm, self.spectral_norm, self.axis_name, train, self.dtype
             )
@@ -144,11 +146,11 @@ def _heads(
     """The score head (and AC-GAN's class head) on (B, F) features, computed in `dtype` and
     returned as float32; called inside a compact `__call__`, so the layers belong to the
     calling module."""
-    score_layer = nn.Dense(1, dtype=dtype, name="score")
+    score_layer = precision.dense(1, dtype=dtype, name="score")
     scores = _normalized(score_layer, features, "none", spectral_norm, None, train, dtype)
     class_logits = None
     if conditioning == "acgan":
-        class_logits = nn.Dense(num_classes, dtype=dtype, name="class_logits")(features)
+        class_logits = precision.dense(num_classes, dtype=dtype, name="class_logits")(features)
         class_logits = class_logits.astype(jnp.float32)
     return DiscriminatorOutput(scores[:, 0].astype(jnp.float32), class_logits)
 
@@ -203,11 +205,15 @@ class DCGANGenerator(nn.Module):
             dtype=self.dtype,
         )
         deconv = functools.partial(
-            nn.ConvTranspose, kernel_size=(4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype
+            precision.conv_transpose,
+            kernel_size=(4, 4),
+            strides=(2, 2),
+            padding="SAME",
+            dtype=self.dtype,
         )
         h = _conditioned_latent(z, labels, self.conditioning, self.num_classes)
         features = self.base_channels * 2 ** (num_up - 1)
-        h = nn.Dense(base_h * base_w * features, dtype=self.dtype)(h)
+        h = precision.dense(base_h * base_w * features, dtype=self.dtype)(h)
         h = nn.relu(batch_norm()(h))
         h = h.reshape((z.shape[0], base_h, base_w, features))  # (B, h0, w0, C0)
         for level in range(num_up - 1):
@@ -246,7 +252,7 @@ class DCGANDiscriminator(nn.Module):
             )
             h = jnp.concatenate([h, maps], axis=-1)
         for level in range(dcgan_num_upsamples(height, width)):
-            conv = nn.Conv(
+            conv = precision.conv(
                 self.base_channels * 2**level,
                 (4, 4),
                 strides=(2, 2),
