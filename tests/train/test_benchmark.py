@@ -1,6 +1,7 @@
 """The benchmark's measurements: FLOPs against a hand count, the timing arithmetic, the peak
 table, refusals, and the command line end to end."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -143,6 +144,44 @@ def test_command_line_measures_one_and_two_devices(tmp_path):
     table = (tmp_path / "benchmark.md").read_text()
     assert "| vae | 2 | 40 |" in table and "efficiency" in table
     assert table in process.stdout
+
+
+@pytest.mark.slow
+def test_command_line_compares_with_pytorch_where_it_is_installed(tmp_path):
+    """With PyTorch: a genjax/PyTorch ratio per reference model; without: a note saying how to
+    install it, and no comparison."""
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.benchmark",
+            "--models=made",
+            "--devices=1",
+            "--repeats=1",
+            "--min_block_seconds=0.05",
+            "--peer_batch_sizes=20",
+            f"--out={tmp_path}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    peers = json.loads((tmp_path / "benchmark.json").read_text())["peers"]
+    if importlib.util.find_spec("torch") is None:
+        assert peers is None
+        assert "pip install -r benchmarks/requirements.txt" in process.stdout
+        return
+    assert [(row["name"], row["batch_size"]) for row in peers] == [
+        ("vae", 20),
+        ("rbm", 20),
+        ("realnvp_toy", 20),
+    ]
+    for row in peers:
+        rates = row["genjax"]["steps_per_sec"]["median"], row["pytorch"]["steps_per_sec"]["median"]
+        assert min(rates) > 0 and row["ratio"] == pytest.approx(rates[0] / rates[1])
+    assert "genjax / PyTorch" in (tmp_path / "benchmark.md").read_text()
 
 
 @pytest.mark.slow

@@ -92,7 +92,18 @@ def test_planar_and_radial_flows_refuse_bfloat16_by_name():
         config_lib.validate(config)
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+# The VAE (the issue's case) and MADE run by default; the rest, longer to compile, in the slow
+# set (CI runs both).
+FAST_CASES = ("vae", "made")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(case, marks=() if case in FAST_CASES else pytest.mark.slow)
+        for case in sorted(CASES)
+    ],
+)
 def runs(request):
     """Per dtype: NUM_STEPS steps of the tiny config as it is (Adam), and the first step's
     gradient, read off one SGD step of learning rate 1 from the same initial parameters."""
