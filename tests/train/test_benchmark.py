@@ -114,26 +114,28 @@ def test_a_batch_the_devices_cannot_split_is_refused_as_the_trainer_refuses():
         benchmark_lib.build_experiment(vae.get_config("tiny"), 1, batch_size=0)
 
 
-@pytest.mark.slow
-def test_command_line_measures_one_and_two_devices(tmp_path):
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.benchmark",
-            "--models=vae",
-            "--cpu_devices=2",
-            "--devices=1,2",
-            "--batch_size=20",
-            "--repeats=2",
-            "--min_block_seconds=0.05",
-            "--peers=false",
-            f"--out={tmp_path}",
-        ],
+def _run_benchmark(*args):
+    """`python -m experiments.benchmark args` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_command_line_measures_one_and_two_devices(tmp_path):
+    process = _run_benchmark(
+        "--models=vae",
+        "--cpu_devices=2",
+        "--devices=1,2",
+        "--batch_size=20",
+        "--repeats=2",
+        "--min_block_seconds=0.05",
+        "--peers=false",
+        f"--out={tmp_path}",
     )
     assert process.returncode == 0, process.stderr[-3000:]
     results = json.loads((tmp_path / "benchmark.json").read_text())
@@ -150,22 +152,13 @@ def test_command_line_measures_one_and_two_devices(tmp_path):
 def test_command_line_compares_with_pytorch_where_it_is_installed(tmp_path):
     """With PyTorch: a genjax/PyTorch ratio per reference model; without: a note saying how to
     install it, and no comparison."""
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.benchmark",
-            "--models=made",
-            "--devices=1",
-            "--repeats=1",
-            "--min_block_seconds=0.05",
-            "--peer_batch_sizes=20",
-            f"--out={tmp_path}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    process = _run_benchmark(
+        "--models=made",
+        "--devices=1",
+        "--repeats=1",
+        "--min_block_seconds=0.05",
+        "--peer_batch_sizes=20",
+        f"--out={tmp_path}",
     )
     assert process.returncode == 0, process.stderr[-3000:]
     peers = json.loads((tmp_path / "benchmark.json").read_text())["peers"]
@@ -186,13 +179,7 @@ def test_command_line_compares_with_pytorch_where_it_is_installed(tmp_path):
 
 @pytest.mark.slow
 def test_command_line_refuses_more_devices_than_there_are(tmp_path):
-    process = subprocess.run(
-        [sys.executable, "-m", "experiments.benchmark", "--devices=1,3", f"--out={tmp_path}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    process = _run_benchmark("--devices=1,3", f"--out={tmp_path}")
     assert process.returncode != 0
     assert "--devices asks for 3 devices; JAX sees 1" in process.stderr
     assert "--cpu_devices=N" in process.stderr
