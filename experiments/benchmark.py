@@ -91,8 +91,7 @@ def device_counts(values) -> list[int]:
 
 
 def _load(config_arg: str):
-    path, colon, variant = config_arg.partition(":")
-    return sweep.load_config_file(os.path.join(_REPO_ROOT, path) + colon + variant)
+    return sweep.load_config_file(leaderboard.absolute_config(config_arg))
 
 
 def measure_model(name: str, config_arg: str, counts, peak_flops) -> list[dict]:

@@ -140,10 +140,6 @@ def build_experiment(
     return Experiment(config, devices=jax.devices()[:num_devices])
 
 
-def _examples_per_step(experiment: Experiment) -> int:
-    return experiment.config.batch_size * experiment.model.train_batches_per_step
-
-
 def measure_train_step(
     experiment: Experiment,
     repeats: int = 5,
@@ -166,7 +162,7 @@ def measure_train_step(
       in use where the backend reports them (GPUs and TPUs; None on the CPU).
     """
     config = experiment.config
-    examples_per_step = _examples_per_step(experiment)
+    examples_per_step = experiment.examples_per_step
     iterator = experiment.dataset.train_iterator(examples_per_step)
     batch = parallel.shard_batch(next(iterator), experiment.mesh)
     state = experiment.init_state()
@@ -226,7 +222,7 @@ def measure_input_pipeline(
 
     Returns a JSON-able dict with the batches/s (median, min, max, spread) and examples/s.
     """
-    examples_per_step = _examples_per_step(experiment)
+    examples_per_step = experiment.examples_per_step
     iterator = experiment.dataset.train_iterator(examples_per_step)
 
     def run_step():

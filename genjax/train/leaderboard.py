@@ -189,7 +189,7 @@ def scale_stage_steps(stage_steps: Sequence[int], num_steps: int) -> tuple[int, 
     return tuple(scaled)
 
 
-def _absolute_config(config_arg: str) -> str:
+def absolute_config(config_arg: str) -> str:
     """`config_arg` with a relative file path resolved against the repository root."""
     path, colon, variant = config_arg.partition(":")
     return os.path.join(_REPO_ROOT, path) + colon + variant
@@ -237,7 +237,7 @@ def leaderboard_runs(
         raise LeaderboardError(f"two entries share the run name {repeated[0]!r}")
     specs = []
     for (label, config_arg), name in zip(entries, names, strict=True):
-        config_path = _absolute_config(config_arg)
+        config_path = absolute_config(config_arg)
         config = sweep.load_config_file(config_path)
         overrides = [("dataset", dataset), ("num_steps", num_steps)]
         if "stage_steps" in config.model_config:

@@ -87,6 +87,12 @@ class Experiment:
         self._sample = jax.jit(self.model.sample, static_argnums=2)
         self._scorer = None  # built on first use: it may train the feature classifier
 
+    @property
+    def examples_per_step(self) -> int:
+        """Training examples one train step consumes: `config.batch_size` per batch, times the
+        family's `train_batches_per_step` (a GAN's critic steps), drawn as one batch."""
+        return self.config.batch_size * self.model.train_batches_per_step
+
     def init_state(self):
         """A new step-0 state on the mesh: replicated, except the model's sharded extras.
 
@@ -238,10 +244,7 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
     config = experiment.config
     end_step = config.num_steps if stop_at_step is None else min(stop_at_step, config.num_steps)
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
-    # A family that takes several real batches per update (a GAN's critic steps) draws them
-    # as one batch of batch_size * train_batches_per_step examples.
-    batches_per_step = experiment.model.train_batches_per_step
-    iterator = experiment.dataset.train_iterator(config.batch_size * batches_per_step)
+    iterator = experiment.dataset.train_iterator(experiment.examples_per_step)
     state = experiment.init_state()
     start_step = checkpointer.latest_step() or 0
     if start_step:

@@ -32,17 +32,13 @@ def _product_operand_dtypes(jaxpr) -> list[tuple[str, ...]]:
     return found
 
 
-def _examples_per_step(experiment) -> int:
-    return experiment.config.batch_size * experiment.model.train_batches_per_step
-
-
 def _train(config, num_steps=NUM_STEPS):
     """Initial params, params after `num_steps` updates, the losses (the family's main
     metric), and the experiment."""
     experiment = Experiment(config)
     state = experiment.init_state()
     initial = jax.device_get(state.params)
-    iterator = experiment.dataset.train_iterator(_examples_per_step(experiment))
+    iterator = experiment.dataset.train_iterator(experiment.examples_per_step)
     losses = []
     for _ in range(num_steps):
         state, metrics = experiment.train_step(
@@ -159,7 +155,7 @@ def test_parameters_and_optimizer_state_stay_float32(runs):
 def test_networks_compute_in_the_chosen_dtype_and_densities_in_float32(runs, dtype):
     initial, _, _, experiment = runs[dtype]
     model = experiment.model
-    batch = next(experiment.dataset.train_iterator(_examples_per_step(experiment)))
+    batch = next(experiment.dataset.train_iterator(experiment.examples_per_step))
     # Every matrix product and convolution of the whole train step (forward and backward
     # passes, every network of the family) runs in the chosen dtype.
     placed = parallel.shard_batch(batch, experiment.mesh)
