@@ -7,10 +7,12 @@ Writes config.json, results.json, capacity_curve.png and retrieval.png to --work
 prints the empirical capacity next to the theoretical 0.138.
 """
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
-from genjax.models.energy.hopfield import run_experiment
+from genjax.models.energy.hopfield import run_experiment, validate_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results and plots.")
@@ -19,6 +21,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    try:
+        validate_config(_CONFIG.value)  # run_experiment checks again; this one prints cleanly
+    except ValueError as error:  # before any write
+        sys.exit(f"error: {error}")
     results = run_experiment(_CONFIG.value, _WORKDIR.value)
     capacity = results["empirical_capacity"]
     capacity_text = "below the smallest load" if capacity is None else f"{capacity:.3f}"

@@ -48,8 +48,9 @@ class Model(abc.ABC):
         consumes (a GAN's critic steps); the trainer passes them as one batch of
         `config.batch_size * train_batches_per_step` examples.
       compute_dtypes: the values of `config.compute_dtype` the family implements; a family
-        listing 'bfloat16' computes its networks in it while keeping the parameters, the
-        optimizer state and every log density and log-det sum float32.
+        listing 'bfloat16' computes its matrix products and convolutions in it while
+        keeping the parameters, the optimizer state, the biases and every log density,
+        free energy and log-det sum float32 (`genjax.models.precision`).
     """
 
     main_metric: str = "train/loss"

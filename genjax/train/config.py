@@ -50,9 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
     # 'reparam' | 'stl' | 'dreg' | 'score' | 'vimco'; families with an exact gradient accept
     # only 'reparam' (their `Model.estimators`).
     config.estimator = "reparam"
-    # The dtype of the networks' arithmetic: 'float32' | 'bfloat16' (mixed precision: the
-    # parameters, optimizer state, log-likelihoods and log-dets stay float32). Families that
-    # implement bfloat16 list it in `Model.compute_dtypes`.
+    # The dtype of the train step's matrix products and convolutions: 'float32' | 'bfloat16'
+    # (mixed precision: the parameters, optimizer state, biases, log-likelihoods and log-dets
+    # stay float32). Families that implement bfloat16 list it in `Model.compute_dtypes`.
     config.compute_dtype = "float32"
     config.batch_size = 100  # global, split across devices and processes
     config.eval_batch_size = 100

@@ -157,6 +157,20 @@ def test_invalid_config_exits_before_creating_the_workdir(tmp_path, override, me
     assert not workdir.exists()
 
 
+def test_hopfield_invalid_config_exits_before_creating_the_workdir(tmp_path):
+    workdir = tmp_path / "hopfield"
+    process = _run(
+        "hopfield",
+        "--config=configs/hopfield.py:tiny",
+        f"--workdir={workdir}",
+        "--config.compute_dtype=bfloat16",
+    )
+    assert process.returncode != 0
+    assert "error: config.compute_dtype='bfloat16'; allowed: 'float32'" in process.stderr
+    assert "Traceback" not in process.stderr
+    assert not workdir.exists()
+
+
 def test_iwae_tiny_trains_end_to_end(tmp_path):
     workdir = tmp_path / "iwae"
     process = _run("train", "--config=configs/iwae.py:tiny", f"--workdir={workdir}")

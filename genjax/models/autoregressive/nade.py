@@ -30,6 +30,12 @@ Evaluation averages `num_eval_orderings` orderings as a mixture, log (1/K) sum_k
 (the ensemble of Uria et al. 2014); ordering 0 is always the natural order.
 
 Parameters are a plain dict {"W", "V", "b", "c"} (+ "U"); every function here is pure.
+
+Mixed precision (`config.compute_dtype='bfloat16'`): the train step casts W, V and U to
+bfloat16 (`precision.cast_matrices`). The readouts V[d] . h_k are bfloat16 products; the
+pre-activations a_k, a running sum over up to D positions, stay float32 (each added term is a
+bfloat16 weight times a bit, exact in float32), and so do the logits and log p(x | o).
+Evaluation and sampling use the float32 parameters.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import numpy as np
 
 from genjax import objectives
 from genjax.evaluate.likelihood import ensemble_outputs, summarize_ensemble
-from genjax.models import checks
+from genjax.models import checks, precision
 from genjax.models.base import GradientModel
 
 
@@ -80,8 +86,14 @@ def _input_contribution(params: dict, x_ordered: jax.Array, dims: jax.Array) -> 
 
 
 def _readout(params: dict, hidden: jax.Array, dims: jax.Array) -> jax.Array:
-    """Logit of p(x_d = 1 | x_<d) = b_d + V[d] . h: hidden (..., H), dims (...) -> (...)."""
-    return jnp.take(params["b"], dims) + jnp.sum(jnp.take(params["V"], dims, axis=0) * hidden, -1)
+    """Logit of p(x_d = 1 | x_<d) = b_d + V[d] . h: hidden (..., H), dims (...) -> (...).
+
+    V[d] . h is a product in V's dtype (the compute dtype); b_d is added in float32.
+    """
+    weights = jnp.take(params["V"], dims, axis=0)  # (..., H)
+    return jnp.take(params["b"], dims) + jnp.einsum(
+        "...h,...h->...", weights, hidden.astype(weights.dtype)
+    )
 
 
 def hidden_preactivations(params: dict, x_ordered: jax.Array, order: jax.Array) -> jax.Array:
@@ -208,6 +220,7 @@ class NADE(GradientModel):
 
     main_metric = "train/loss"
     evaluation_fields = ("num_eval_orderings",)
+    compute_dtypes = ("float32", "bfloat16")
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -245,6 +258,7 @@ class NADE(GradientModel):
         return jax.vmap(lambda key: jax.random.permutation(key, self.num_inputs))(keys)
 
     def loss(self, params, extras, batch, keys):
+        params = precision.cast_matrices(params, self.config.compute_dtype)
         x = self._flat(batch["x"])
         log_p = (
             log_prob(params, x, self.training_orders(keys), self.pass_method) + batch["log_det"]

@@ -35,8 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.models import checks
+from genjax.models import checks, precision
 from genjax.models.energy import common, rbm, rbm_family, staged
+from genjax.models.precision import product
 
 BOUND_NAME = "dbm-mean-field-bound"
 
@@ -70,25 +71,29 @@ def energy(params: dict, v: jax.Array, h1: jax.Array, h2: jax.Array) -> jax.Arra
     Linear in each layer, so with factorial means (mu1, mu2) in place of states it is the
     expected energy under the product of Bernoullis.
     """
-    visible_hidden = jnp.sum((v @ params["W1"]) * h1, axis=-1)
-    hidden_top = jnp.sum((h1 @ params["W2"]) * h2, axis=-1)
-    biases = v @ params["b_v"] + h1 @ params["b_h1"] + h2 @ params["b_h2"]
+    visible_hidden = jnp.sum(product(v, params["W1"]) * h1, axis=-1)
+    hidden_top = jnp.sum(product(h1, params["W2"]) * h2, axis=-1)
+    biases = (
+        jnp.sum(v * params["b_v"], axis=-1)
+        + jnp.sum(h1 * params["b_h1"], axis=-1)
+        + jnp.sum(h2 * params["b_h2"], axis=-1)
+    )
     return -(visible_hidden + hidden_top + biases)
 
 
 def h1_input(params: dict, v: jax.Array, h2: jax.Array) -> jax.Array:
     """b_h1 + W1^T v + W2 h2, the first hidden layer's total input: -> (..., H1)."""
-    return params["b_h1"] + v @ params["W1"] + h2 @ params["W2"].T
+    return params["b_h1"] + product(v, params["W1"]) + product(h2, params["W2"].T)
 
 
 def h2_input(params: dict, h1: jax.Array) -> jax.Array:
     """b_h2 + W2^T h1: (..., H1) -> (..., H2)."""
-    return params["b_h2"] + h1 @ params["W2"]
+    return params["b_h2"] + product(h1, params["W2"])
 
 
 def visible_probs(params: dict, h1: jax.Array) -> jax.Array:
     """p(v = 1 | h1) = sigmoid(b_v + W1 h1): (..., H1) -> (..., V)."""
-    return jax.nn.sigmoid(params["b_v"] + h1 @ params["W1"].T)
+    return jax.nn.sigmoid(params["b_v"] + product(h1, params["W1"].T))
 
 
 def mean_field(params: dict, v: jax.Array, num_iterations: int) -> tuple[jax.Array, jax.Array]:
@@ -108,13 +113,13 @@ def mean_field(params: dict, v: jax.Array, num_iterations: int) -> tuple[jax.Arr
     Returns:
       (mu1 (..., H1), mu2 (..., H2)).
     """
-    bottom_up = v @ params["W1"]  # (..., H1)
+    bottom_up = product(v, params["W1"])  # (..., H1)
     mu1 = jax.nn.sigmoid(2.0 * bottom_up + params["b_h1"])
     mu2 = jax.nn.sigmoid(h2_input(params, mu1))
 
     def update(carry, _):
         _, mu2 = carry
-        mu1 = jax.nn.sigmoid(params["b_h1"] + bottom_up + mu2 @ params["W2"].T)
+        mu1 = jax.nn.sigmoid(params["b_h1"] + bottom_up + product(mu2, params["W2"].T))
         return (mu1, jax.nn.sigmoid(h2_input(params, mu1))), None
 
     (mu1, mu2), _ = jax.lax.scan(update, (mu1, mu2), None, length=num_iterations)
@@ -153,7 +158,7 @@ def gibbs_sweep(key: jax.Array, params: dict, chains: dict) -> dict:
     """
     h1_key, v_key, h2_key = jax.random.split(key, 3)
     h1 = _bernoulli(h1_key, h1_input(params, chains["v"], chains["h2"]))
-    v = _bernoulli(v_key, params["b_v"] + h1 @ params["W1"].T)
+    v = _bernoulli(v_key, params["b_v"] + product(h1, params["W1"].T))
     h2 = _bernoulli(h2_key, h2_input(params, h1))
     return {"v": v, "h1": h1, "h2": h2}
 
@@ -177,7 +182,7 @@ def random_chains(key: jax.Array, num: int, params: dict) -> dict:
     """
     h1_key, v_key, h2_key = jax.random.split(key, 3)
     h1 = rbm_family.initial_chains(h1_key, num, params["W1"].shape[1], gaussian=False)
-    v = _bernoulli(v_key, params["b_v"] + h1 @ params["W1"].T)
+    v = _bernoulli(v_key, params["b_v"] + product(h1, params["W1"].T))
     return {"v": v, "h1": h1, "h2": _bernoulli(h2_key, h2_input(params, h1))}
 
 
@@ -273,12 +278,17 @@ class DBM(staged.StagedModel):
     Training metrics: `train/recon_error` is the active stage's reconstruction error of its
     own input (v in stages 1 and 3, layer 1's probabilities in stage 2);
     `train/unnormalized_bound` (joint stage only) is the mean-field bound plus log Z.
+
+    With `config.compute_dtype='bfloat16'` every product with W1 and W2 in a train step (mean
+    field, the Gibbs sweeps, the surrogates and their gradients) runs in bfloat16 with float32
+    biases, probabilities and chains; evaluation and sampling use the float32 parameters.
     """
 
     main_metric = "train/recon_error"
     evaluation_fields = (*common.EVALUATION_FIELDS, "eval_mean_field_iterations")
     sharded_extras = ("chains",)
     stage_metrics = ("train/recon_error", "train/unnormalized_bound")
+    compute_dtypes = ("float32", "bfloat16")
     JOINT_STAGE = 2
 
     @classmethod
@@ -328,6 +338,7 @@ class DBM(staged.StagedModel):
         return params, extras
 
     def stage_loss(self, stage, params, extras, batch, keys, step):
+        params = precision.cast_matrices(params, self.config.compute_dtype)
         v = batch["x"].reshape((batch["x"].shape[0], -1))  # (B, V)
         losses = (self._pretrain_layer_1, self._pretrain_layer_2, self._joint)
         return losses[stage](params, extras, v, keys, step)
@@ -372,9 +383,11 @@ class DBM(staged.StagedModel):
         chains = jax.vmap(lambda key, c: gibbs_chain(frozen, key, c, mc.gibbs_steps))(
             chain_keys, chains
         )
-        data_energy = energy(params, v, mu1, mu2)
-        model_energy = energy(params, chains["v"], chains["h1"], chains["h2"])
-        loss = jnp.mean(data_energy) - jnp.mean(model_energy)
+        loss = rbm.positive_minus_negative(
+            lambda *states: energy(params, *states),
+            (v, mu1, mu2),
+            (chains["v"], chains["h1"], chains["h2"]),
+        )
         extras = rbm_family.update_running_mean(extras, mu1.mean(axis=0))
         extras["chains"] = chains
         metrics = {

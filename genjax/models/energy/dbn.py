@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.models import checks
+from genjax.models import checks, precision
 from genjax.models.energy import common, rbm, rbm_family, staged
 
 BOUND_NAME = "dbn-variational-bound"
@@ -124,7 +124,7 @@ def log_weights(params: dict, key: jax.Array, v: jax.Array, num_samples: int) ->
         up_logits = rbm.hidden_input(layer, x)  # (M, H_index)
         x_above = jax.random.bernoulli(jax.random.fold_in(key, index), jax.nn.sigmoid(up_logits))
         x_above = x_above.astype(x.dtype)
-        down_logits = layer["b_v"] + x_above @ layer["W"].T  # (M, N_index)
+        down_logits = layer["b_v"] + precision.product(x_above, layer["W"].T)  # (M, N_index)
         log_w = log_w + bernoulli_log_prob(x, down_logits) - bernoulli_log_prob(x_above, up_logits)
         x = x_above
     return log_w - rbm.free_energy(top_layer(params), x)
@@ -176,11 +176,16 @@ class DBN(staged.StagedModel):
 
     Training metrics: `train/recon_error` is the active layer's reconstruction error of its
     own input, so it changes scale at each stage boundary.
+
+    With `config.compute_dtype='bfloat16'` the products with the weights of a train step (the
+    up-pass below the active layer, its Gibbs sweeps and its gradient) run in bfloat16, as in
+    the RBM family; evaluation and sampling use the float32 parameters.
     """
 
     main_metric = "train/recon_error"
     evaluation_fields = (*common.EVALUATION_FIELDS, "eval_bound_samples")
     stage_metrics = ("train/recon_error",)
+    compute_dtypes = ("float32", "bfloat16")
 
     @classmethod
     def stages_for(cls, config) -> tuple[staged.Stage, ...]:
@@ -214,6 +219,7 @@ class DBN(staged.StagedModel):
         """CD-k for RBM `stage` on the hidden probabilities of the data below it."""
         del step
         mc = self.config.model_config
+        params = precision.cast_matrices(params, self.config.compute_dtype)
         v = batch["x"].reshape((batch["x"].shape[0], -1))  # (B, V)
         x = layer_input(params, v, stage)  # (B, N_stage), no gradient
         layer = params[layer_name(stage)]

@@ -597,6 +597,14 @@ def validate_config(config) -> None:
         _fail(f"config.seed={config.seed!r}; allowed: an integer.")
     if not isinstance(config.progress_bar, bool):
         _fail(f"config.progress_bar={config.progress_bar!r}; allowed: True or False.")
+    compute_dtype = config.get("compute_dtype", "float32")
+    if compute_dtype != "float32":
+        # Each update is the sign of a sum of weights; in bfloat16 a field that is 0, or nearly
+        # so, takes the wrong sign, and the experiment has no train step to speed up.
+        _fail(
+            f"config.compute_dtype={compute_dtype!r}; allowed: 'float32' (the Hopfield "
+            "experiment's dynamics are sign thresholds of exact local fields)."
+        )
     _check_data_config(config)
 
 

@@ -8,6 +8,11 @@ devices with the batch (`Model.sharded_extras`) and saved in every checkpoint. E
 
 Evaluation: log p(v) = -F(v) - log Z with log Z exact (small models) or by AIS from the
 base-rate RBM fitted to the training data's pixel means (Salakhutdinov & Murray 2008).
+
+With `config.compute_dtype='bfloat16'` a train step's products with W (the Gibbs sweeps, the
+surrogate and its gradient) run in bfloat16 with float32 biases, probabilities and free
+energies (`genjax.models.precision`); the chains stay float32, and evaluation (free energies,
+AIS) and sampling use the float32 parameters.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.models import checks
+from genjax.models import checks, precision
 from genjax.models.base import GradientModel
 from genjax.models.energy import common, rbm
 
@@ -87,6 +92,7 @@ class RBM(GradientModel):
     main_metric = "train/recon_error"
     evaluation_fields = common.EVALUATION_FIELDS
     sharded_extras = ("chains",)
+    compute_dtypes = ("float32", "bfloat16")
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -128,7 +134,7 @@ class RBM(GradientModel):
     def loss(self, params, extras, batch, keys):
         mc = self.config.model_config
         v = batch["x"].reshape((batch["x"].shape[0], -1))  # (B, V)
-        params = self._trainable(params)
+        params = precision.cast_matrices(self._trainable(params), self.config.compute_dtype)
         start = extras["chains"] if self.persistent else v
         frozen = jax.lax.stop_gradient(params)
         v_model = jax.vmap(lambda key, v0: rbm.gibbs_chain(frozen, key, v0, mc.gibbs_steps))(

@@ -236,6 +236,7 @@ def test_run_experiment_tiny_writes_config_results_and_plots(tmp_path):
         ("model_config.num_trials", 0, r"config.model_config.num_trials=0; allowed"),
         ("dataset", "toy2d/moons", r"config.dataset='toy2d/moons'"),
         ("preprocess.binarize", "dynamic", r"config.preprocess.binarize='dynamic'; allowed"),
+        ("compute_dtype", "bfloat16", r"config.compute_dtype='bfloat16'; allowed: 'float32'"),
     ],
 )
 def test_bad_config_raises_before_writing_anything(tmp_path, field, value, message):

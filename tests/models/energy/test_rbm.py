@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from genjax.evaluate import ais
+from genjax.models import precision
 from genjax.models.energy import rbm
 
 
@@ -164,15 +165,36 @@ def test_default_betas_follow_salakhutdinov_murray():
         ais.check_betas([0.1, 1.0])
 
 
-def test_cd_surrogate_gradient_is_the_textbook_update():
+@pytest.mark.parametrize("num_model", [32, 20])  # as many model samples as data, or fewer
+def test_cd_surrogate_gradient_is_the_textbook_update(num_model):
     params = _random_rbm(6, 10, 7, scale=0.5)
     keys = jax.random.split(jax.random.key(0), 2)
     v_data = jax.random.bernoulli(keys[0], 0.3, (32, 10)).astype(jnp.float32)
-    v_model = jax.random.bernoulli(keys[1], 0.6, (32, 10)).astype(jnp.float32)
+    v_model = jax.random.bernoulli(keys[1], 0.6, (num_model, 10)).astype(jnp.float32)
     grads = jax.grad(rbm.contrastive_divergence_loss)(params, v_data, v_model)
     update = rbm.textbook_update(params, v_data, v_model)
     for name in ("W", "b_v", "b_h"):
         np.testing.assert_allclose(-grads[name], update[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_cd_gradient_is_the_textbook_update_to_bfloat16_precision():
+    # W in bfloat16 (as a train step with config.compute_dtype='bfloat16' casts it): the
+    # gradient is float32 and within bfloat16's rounding (2^-9 relative) of the update; the
+    # biases' gradients are float32 sums of probabilities computed from bfloat16 products.
+    params = _random_rbm(8, 64, 32, scale=0.3)
+    keys = jax.random.split(jax.random.key(1), 2)
+    v_data = jax.random.bernoulli(keys[0], 0.3, (100, 64)).astype(jnp.float32)
+    v_model = jax.random.bernoulli(keys[1], 0.35, (100, 64)).astype(jnp.float32)
+    grads = jax.grad(
+        lambda p: rbm.contrastive_divergence_loss(
+            precision.cast_matrices(p, "bfloat16"), v_data, v_model
+        )
+    )(params)
+    update = rbm.textbook_update(params, v_data, v_model)
+    for name in ("W", "b_v", "b_h"):
+        assert grads[name].dtype == jnp.float32
+        error = np.linalg.norm(-grads[name] - update[name]) / np.linalg.norm(update[name])
+        assert error < 0.01, (name, error)  # measured: W 0.26%, b_h 0.29%
 
 
 def test_pseudo_log_likelihood_is_unbiased():
