@@ -35,9 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.models import checks, precision
+from genjax.models import checks
 from genjax.models.energy import common, rbm, rbm_family, staged
-from genjax.models.precision import product
+from genjax.models.precision import cast_matrices, product
 
 BOUND_NAME = "dbm-mean-field-bound"
 
@@ -338,7 +338,7 @@ class DBM(staged.StagedModel):
         return params, extras
 
     def stage_loss(self, stage, params, extras, batch, keys, step):
-        params = precision.cast_matrices(params, self.config.compute_dtype)
+        params = cast_matrices(params, self.config.compute_dtype)
         v = batch["x"].reshape((batch["x"].shape[0], -1))  # (B, V)
         losses = (self._pretrain_layer_1, self._pretrain_layer_2, self._joint)
         return losses[stage](params, extras, v, keys, step)

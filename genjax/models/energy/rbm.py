@@ -21,7 +21,8 @@ layer; `ais_log_partition` is annealed importance sampling from a base-rate RBM
 
 Mixed precision: with the weight matrix cast to bfloat16 (`precision.cast_matrices`), every
 product with W runs in bfloat16 (`precision.product`) and the biases bring its result back to
-float32, so the sampling probabilities, free energies and log Z are float32 sums.
+float32, so the sampling probabilities, free energies and log Z are float32 sums. Bias terms
+such as b_v . v are written as elementwise sums, not matrix products, for the same reason.
 """
 
 from __future__ import annotations
