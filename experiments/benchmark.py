@@ -4,6 +4,7 @@
   python -m experiments.benchmark --models=vae,rbm --devices=1 --peers=false
   python -m experiments.benchmark --cpu_devices=2 --devices=1,2    # N forced host devices
   python -m experiments.benchmark --peak_flops=1.2e12              # your device's peak
+  python -m experiments.benchmark --compute_dtype=bfloat16         # mixed precision (GPU, TPU)
 
 For each model (the leaderboard's configs, `--models` picks by name) and each device count in
 `--devices` (weak scaling: each device keeps the 1-device batch): compile time, steps/s and
@@ -14,6 +15,8 @@ pipeline's examples/s beside the train step's. Then, with PyTorch installed
 (`pip install -r benchmarks/requirements.txt`), the PyTorch eager references of
 `benchmarks/torch_models.py` (the Burda VAE, the CD-1 RBM, the toy RealNVP) against the same
 genjax configs at batch sizes 20, 100 and 1000, each PyTorch run in a process of its own.
+`--compute_dtype` sets `config.compute_dtype` of the per-model measurements (and picks the
+known peak for that dtype); the PyTorch comparison always runs float32 on both sides.
 
 Writes --out/benchmark.json (every number) and --out/benchmark.md (the tables it prints).
 """
@@ -29,6 +32,7 @@ from absl import app, flags
 
 from benchmarks import GENJAX_CONFIGS
 from genjax.train import ConfigError, benchmark, leaderboard, sweep
+from genjax.train.config import COMPUTE_DTYPES
 from genjax.train.metrics import write_json_atomic, write_text_atomic
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +57,13 @@ _PEAK_FLOPS = flags.DEFINE_float(
     None,
     "One device's peak FLOP/s (default: the known-peaks table; on a CPU, a measured float32 "
     "matmul).",
+)
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype",
+    None,
+    COMPUTE_DTYPES,
+    "config.compute_dtype of the per-model measurements (default: each config's own, "
+    "float32); the PyTorch comparison stays float32.",
 )
 _PEERS = flags.DEFINE_bool("peers", True, "Compare with the PyTorch references if installed.")
 _PEER_BATCH_SIZES = flags.DEFINE_list(
@@ -100,7 +111,9 @@ def measure_model(name: str, config_arg: str, counts, peak_flops) -> list[dict]:
     per_device = _BATCH_SIZE.value or config.batch_size
     rows = []
     for count in counts:
-        experiment = benchmark.build_experiment(config, count, per_device * count)
+        experiment = benchmark.build_experiment(
+            config, count, per_device * count, _COMPUTE_DTYPE.value
+        )
         row = benchmark.measure_train_step(
             experiment, _REPEATS.value, _MIN_BLOCK_SECONDS.value, peak_flops
         )
@@ -154,7 +167,7 @@ def peer_rows(batch_sizes, peak_flops) -> list[dict] | None:
             theirs = measure_peer(name, batch_size)
             if theirs is None:
                 return None
-            experiment = benchmark.build_experiment(config, 1, batch_size)
+            experiment = benchmark.build_experiment(config, 1, batch_size, "float32")
             ours = benchmark.measure_train_step(
                 experiment, _REPEATS.value, _MIN_BLOCK_SECONDS.value, peak_flops
             )
@@ -194,7 +207,8 @@ def markdown(rows, peers, peak_flops, peak_source: str, header: dict) -> str:
         "# genjax benchmark",
         "",
         f"Device: {header['device_kind']} ({header['platform']}), {header['device_count']} "
-        f"device(s), {header['cpu_count']} host CPU cores; jax {header['jax_version']}. "
+        f"device(s), {header['cpu_count']} host CPU cores; jax {header['jax_version']}; "
+        f"compute dtype {header['compute_dtype']}. "
         f"Peak per device: {_fmt(peak_flops and peak_flops / 1e9, ',.0f')} GFLOP/s "
         f"({peak_source}). Command: `{header['command']}`",
         "",
@@ -281,6 +295,7 @@ def main(argv):
         device_count=jax.device_count(),
         cpu_count=os.cpu_count(),
         jax_version=jax.__version__,
+        compute_dtype=_COMPUTE_DTYPE.value or "each config's own",
     )
     start = time.perf_counter()
     rows = []

@@ -115,7 +115,10 @@ def summarize_rates(rates: list[float]) -> dict:
 
 
 def build_experiment(
-    config: ml_collections.ConfigDict, num_devices: int = 1, batch_size: int | None = None
+    config: ml_collections.ConfigDict,
+    num_devices: int = 1,
+    batch_size: int | None = None,
+    compute_dtype: str | None = None,
 ) -> Experiment:
     """`config`'s Experiment on the first `num_devices` devices, checked as the trainer checks.
 
@@ -123,6 +126,7 @@ def build_experiment(
       config: a training config.
       num_devices: how many devices the mesh spans.
       batch_size: overrides `config.batch_size` (the global batch, split over the devices).
+      compute_dtype: overrides `config.compute_dtype`.
 
     Raises:
       config_lib.ConfigError: a config the trainer would refuse on `num_devices` devices.
@@ -130,6 +134,8 @@ def build_experiment(
     config = ml_collections.ConfigDict(config.to_dict())
     if batch_size is not None:
         config.batch_size = batch_size
+    if compute_dtype is not None:
+        config.compute_dtype = compute_dtype
     config.progress_bar = False
     if not 1 <= num_devices <= jax.device_count():
         raise config_lib.ConfigError(

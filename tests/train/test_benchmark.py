@@ -114,6 +114,15 @@ def test_a_batch_the_devices_cannot_split_is_refused_as_the_trainer_refuses():
         benchmark_lib.build_experiment(vae.get_config("tiny"), 1, batch_size=0)
 
 
+def test_compute_dtype_is_set_as_the_trainer_checks_it():
+    from configs import vae
+
+    experiment = benchmark_lib.build_experiment(vae.get_config("tiny"), compute_dtype="bfloat16")
+    assert experiment.config.compute_dtype == "bfloat16"
+    with pytest.raises(ConfigError, match=r"config\.compute_dtype='float16'"):
+        benchmark_lib.build_experiment(vae.get_config("tiny"), compute_dtype="float16")
+
+
 def _run_benchmark(*args):
     """`python -m experiments.benchmark args` from the repository root."""
     return subprocess.run(
@@ -151,9 +160,11 @@ def test_command_line_measures_one_and_two_devices(tmp_path):
 @pytest.mark.slow
 def test_command_line_compares_with_pytorch_where_it_is_installed(tmp_path):
     """With PyTorch: a genjax/PyTorch ratio per reference model; without: a note saying how to
-    install it, and no comparison."""
+    install it, and no comparison. --compute_dtype reaches the per-model rows, not the
+    comparison, which is float32 on both sides."""
     process = _run_benchmark(
         "--models=made",
+        "--compute_dtype=bfloat16",
         "--devices=1",
         "--repeats=1",
         "--min_block_seconds=0.05",
@@ -161,7 +172,10 @@ def test_command_line_compares_with_pytorch_where_it_is_installed(tmp_path):
         f"--out={tmp_path}",
     )
     assert process.returncode == 0, process.stderr[-3000:]
-    peers = json.loads((tmp_path / "benchmark.json").read_text())["peers"]
+    results = json.loads((tmp_path / "benchmark.json").read_text())
+    assert [row["compute_dtype"] for row in results["rows"]] == ["bfloat16"]
+    assert "compute dtype bfloat16" in (tmp_path / "benchmark.md").read_text()
+    peers = results["peers"]
     if importlib.util.find_spec("torch") is None:
         assert peers is None
         assert "pip install -r benchmarks/requirements.txt" in process.stdout
@@ -174,6 +188,7 @@ def test_command_line_compares_with_pytorch_where_it_is_installed(tmp_path):
     for row in peers:
         rates = row["genjax"]["steps_per_sec"]["median"], row["pytorch"]["steps_per_sec"]["median"]
         assert min(rates) > 0 and row["ratio"] == pytest.approx(rates[0] / rates[1])
+        assert row["genjax"]["compute_dtype"] == "float32"
     assert "genjax / PyTorch" in (tmp_path / "benchmark.md").read_text()
 
 
