@@ -35,7 +35,6 @@ from genjax.train import ConfigError, benchmark, leaderboard, sweep
 from genjax.train.config import COMPUTE_DTYPES
 from genjax.train.metrics import write_json_atomic, write_text_atomic
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_DEVICES = "all"
 
 _MODELS = flags.DEFINE_list(
@@ -147,7 +146,7 @@ def measure_peer(name: str, batch_size: int) -> dict | None:
             f"--repeats={_REPEATS.value}",
             f"--min_block_seconds={_MIN_BLOCK_SECONDS.value}",
         ],
-        cwd=_REPO_ROOT,
+        cwd=sweep.REPO_ROOT,
         capture_output=True,
         text=True,
     )

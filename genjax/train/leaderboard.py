@@ -37,7 +37,7 @@ Layout of a leaderboard root (`--workdir`, default runs/leaderboard):
   <run name>/               one `experiments.train` workdir per model, e.g. `vae/`, with
                             train.log (the process's output)
   leaderboard.md            the table, grouped by data kind, with the setup and notes
-  leaderboard.csv, .json    every row's fields
+  leaderboard.csv, .json    every row's fields (a row's samples grid as a path under the root)
   leaderboard_samples.png   the final samples grid of every finished model
 """
 
@@ -115,7 +115,6 @@ COLUMNS = (
 # The eval.json fields a row copies (eval.json's "model" and "dataset" name the family and the
 # data, not the row's label).
 _RESULT_KEYS = COLUMNS[COLUMNS.index("test_nll_nats") : COLUMNS.index("train_seconds")]
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TRAINER_ERROR_PREFIX = "error: "  # experiments/train.py exits with "error: <ConfigError>"
 _LAUNCH_MARKER = " sweep launch: "  # the line `sweep.execute` writes before every launch
 _FIGURE_COLUMNS = 4
@@ -192,7 +191,7 @@ def scale_stage_steps(stage_steps: Sequence[int], num_steps: int) -> tuple[int, 
 def absolute_config(config_arg: str) -> str:
     """`config_arg` with a relative file path resolved against the repository root."""
     path, colon, variant = config_arg.partition(":")
-    return os.path.join(_REPO_ROOT, path) + colon + variant
+    return os.path.join(sweep.REPO_ROOT, path) + colon + variant
 
 
 def leaderboard_runs(
@@ -381,17 +380,11 @@ def _trainer_config_error(run_dir: str) -> str | None:
     return "\n".join(tail).strip().removeprefix(_TRAINER_ERROR_PREFIX)
 
 
-def _latest_samples(run_dir: str) -> str | None:
-    """The run's latest samples grid (samples/step_XXXXXXXX.png sorts by step), or None."""
-    paths = sorted(glob.glob(os.path.join(run_dir, "samples", "step_*.png")))
-    return paths[-1] if paths else None
-
-
-def _display_config(config_path: str) -> str:
-    path, colon, variant = config_path.partition(":")
-    if os.path.abspath(path).startswith(_REPO_ROOT + os.sep):
-        path = os.path.relpath(path, _REPO_ROOT)
-    return path + colon + variant
+def _latest_samples(root: str, name: str) -> str | None:
+    """The latest samples grid of run `name` (samples/step_XXXXXXXX.png sorts by step) as a
+    path relative to the leaderboard root, e.g. "vae/samples/step_00001000.png", or None."""
+    paths = sorted(glob.glob(os.path.join(root, name, "samples", "step_*.png")))
+    return os.path.relpath(paths[-1], root) if paths else None
 
 
 def leaderboard_rows(
@@ -417,7 +410,8 @@ def leaderboard_rows(
       else the budget); eval.json's test NLL fields, "nll_estimator" (NO_LIKELIHOOD for a
       family without one, e.g. a GAN) and sample-quality fields; "train_seconds"
       (`training_seconds`), "steps_per_sec" (the median logged rate) and "samples" (the
-      latest samples grid). Missing values are None.
+      latest samples grid, relative to `root`, so the table stays true when the root is moved
+      or copied). Missing values are None.
     """
     not_applicable = dict(not_applicable or {})
     rows = []
@@ -438,7 +432,7 @@ def leaderboard_rows(
         row.update(
             model=labels[spec.name],
             run=spec.name,
-            config=_display_config(spec.config),
+            config=sweep.repo_config(spec.config),
             status=status,
             reason=reason,
             dataset=config.dataset,
@@ -450,7 +444,7 @@ def leaderboard_rows(
         row.update((key, results[key]) for key in _RESULT_KEYS if key in results)
         if status == "finished":
             row["nll_estimator"] = results.get("nll_estimator", NO_LIKELIHOOD)
-            row["samples"] = _latest_samples(run_dir)
+            row["samples"] = _latest_samples(root, spec.name)
         row["train_seconds"] = training_seconds(os.path.join(run_dir, "metrics.jsonl"))
         row["steps_per_sec"] = collected.get("steps_per_sec")
         rows.append(row)
@@ -623,10 +617,10 @@ def _panel_title(row: Mapping) -> str:
     return f"{row['model']}\n{likelihood}" + (f", {quality}" if quality else "")
 
 
-def save_samples_figure(rows: Sequence[Mapping], path: str) -> bool:
-    """One panel per finished row with a samples grid (its "samples" PNG), titled with the model,
-    its NLL and estimator and its FD, in `_FIGURE_COLUMNS` columns; written atomically.
-    Returns False (and writes nothing) when no row has samples."""
+def save_samples_figure(rows: Sequence[Mapping], root: str, path: str) -> bool:
+    """One panel per finished row with a samples grid (its "samples" PNG under `root`), titled
+    with the model, its NLL and estimator and its FD, in `_FIGURE_COLUMNS` columns; written
+    atomically. Returns False (and writes nothing) when no row has samples."""
     panels = [row for row in _sorted_by_data_kind(rows) if row["samples"]]
     if not panels:
         return False
@@ -635,7 +629,7 @@ def save_samples_figure(rows: Sequence[Mapping], path: str) -> bool:
     figure = plots._new_figure(num_rows, num_cols)
     for index, row in enumerate(panels, start=1):
         axes = figure.add_subplot(num_rows, num_cols, index)
-        image = matplotlib_image.imread(row["samples"])
+        image = matplotlib_image.imread(os.path.join(root, row["samples"]))
         axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         axes.set_title(_panel_title(row), fontsize=9)
         axes.axis("off")
@@ -671,7 +665,7 @@ def write_leaderboard(
         _write_text(written["csv"], csv_text)
         write_json_atomic(written["json"], {"rows": rows})
         figure_path = os.path.join(directory, FIGURE_FILE)
-        if save_samples_figure(rows, figure_path):
+        if save_samples_figure(rows, root, figure_path):
             written["figure"] = figure_path
         paths = paths or written
     return paths

@@ -58,8 +58,9 @@ STATUSES = ("finished", "unfinished", "failed", "pending")
 # eval.json numbers that describe the run rather than measure the model: not tabulated or
 # plotted by default (they stay in results.csv).
 _NOT_METRICS = ("step", "num_test_examples")
-# The repository root: `python -m experiments.train` resolves from there.
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root: runs are launched from there (`python -m experiments.train` resolves
+# from it), and relative config paths of the leaderboard and the benchmark resolve against it.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _POLL_SECONDS = 0.5  # how often `execute` checks its running processes
 _SAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._=,+-]")
 _MAX_NAME_BYTES = 255  # a path component on common filesystems
@@ -409,10 +410,26 @@ def validate_runs(config: ml_collections.ConfigDict, specs: Sequence[RunSpec], r
 # The manifest and run states.
 
 
+def repo_config(config_arg: str, base: str | None = None) -> str:
+    """A config argument "path[:variant]" as the manifest records it: a file inside the
+    repository as a path relative to `REPO_ROOT` (so a clone that is moved or copied resumes its
+    sweeps, and the leaderboard prints "configs/vae.py"), any other file as an absolute path.
+
+    Args:
+      config_arg: the argument; a relative path is taken relative to `base`.
+      base: the directory of relative paths (default: the working directory).
+    """
+    path, colon, variant = config_arg.partition(":")
+    path = os.path.normpath(os.path.join(base or os.getcwd(), path))
+    if path.startswith(REPO_ROOT + os.sep):
+        path = os.path.relpath(path, REPO_ROOT)
+    return path + colon + variant
+
+
 def _spec_record(spec: RunSpec) -> dict:
     record = {
         "name": spec.name,
-        "config": spec.config,
+        "config": repo_config(spec.config),
         "overrides": [list(pair) for pair in spec.overrides],
         "labels": [list(pair) for pair in spec.labels],
     }
@@ -421,7 +438,9 @@ def _spec_record(spec: RunSpec) -> dict:
 
 def write_manifest(root: str, specs: Sequence[RunSpec], description: Mapping) -> None:
     """Writes `root/sweep.json` (atomically), or checks that an existing one describes the same
-    sweep: the same runs, each with the same config argument, overrides and labels.
+    sweep: the same runs, each with the same config file and variant, overrides and labels.
+    Config files are recorded by `repo_config`; a manifest's absolute path inside this
+    repository (as earlier versions recorded the leaderboard's) matches its relative form.
 
     `description` (the command line, the grid, ...) is stored for reference, not compared.
 
@@ -434,6 +453,9 @@ def write_manifest(root: str, specs: Sequence[RunSpec], description: Mapping) ->
     if os.path.exists(path):
         with open(path) as f:
             saved_runs = json.load(f).get("runs", [])
+        for run in saved_runs:
+            if "config" in run:  # saved relative paths are relative to the repository
+                run["config"] = repo_config(run["config"], base=REPO_ROOT)
         if saved_runs != runs:
             raise SweepError(f"{path} describes another sweep: {_difference(saved_runs, runs)}")
         return
@@ -485,7 +507,7 @@ def command_lines(specs: Sequence[RunSpec], root: str) -> list[str]:
     can be handed to a scheduler as they are; a header comment line comes first."""
     statuses = [run_status(root, spec) for spec in specs]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in STATUSES if s in statuses)
-    lines = [f"# {len(specs)} runs ({counts}); executed from {_REPO_ROOT}"]
+    lines = [f"# {len(specs)} runs ({counts}); executed from {REPO_ROOT}"]
     for spec, status in zip(specs, statuses, strict=True):
         lines.append(f"{shell_command(launch_command(spec, root))}  # {status}")
     return lines
@@ -512,7 +534,7 @@ def _popen_launcher(environment: Mapping[str, str]) -> Launcher:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            cwd=_REPO_ROOT,
+            cwd=REPO_ROOT,
             env=dict(environment),
         )
 

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -338,7 +339,7 @@ def test_leaderboard_rows_read_each_run(finished_leaderboard):
     # 100 steps at 10/s, 150 at 50/s, 50 at 25/s; the eval record and the cut line skipped.
     assert vae["train_seconds"] == pytest.approx(100 / 10 + 150 / 50 + 50 / 25)
     assert vae["steps_per_sec"] == pytest.approx(25.0)  # median of 10, 50, 25
-    assert vae["samples"] == os.path.join(root, "vae", "samples", "step_00000300.png")
+    assert vae["samples"] == "vae/samples/step_00000300.png"  # under the root, wherever it is
     assert (vae["test_nll_nats"], vae["nll_estimator"]) == (103.62, "iwae-5000")
     realnvp = by_run["realnvp"]
     assert (realnvp["data"], realnvp["batch_size"], realnvp["train_seconds"]) == (
@@ -416,6 +417,21 @@ def test_write_leaderboard_table_notes_and_figure(finished_leaderboard, tmp_path
         assert Path(out, name).read_bytes() == Path(root, name).read_bytes()
     assert os.path.exists(os.path.join(out, "leaderboard_samples.png"))
     assert not [name for name in os.listdir(root) if name.startswith(".tmp")]
+
+
+def test_a_moved_leaderboard_root_redraws_its_figure_from_its_json(finished_leaderboard, tmp_path):
+    root, rows = finished_leaderboard
+    leaderboard.write_leaderboard(rows, root)
+    moved = str(tmp_path / "moved")
+    shutil.move(root, moved)
+    saved_rows = json.loads(Path(moved, "leaderboard.json").read_text())["rows"]
+    os.remove(os.path.join(moved, "leaderboard_samples.png"))
+    assert leaderboard.write_leaderboard(saved_rows, moved)["figure"] == (
+        f"{moved}/leaderboard_samples.png"
+    )
+    with Image.open(os.path.join(moved, "leaderboard_samples.png")) as figure:
+        pixels = np.asarray(figure.convert("L"))
+    assert [int(pixels[220, x]) for x in (200, 600, 1000)] == [255, 128, 64]
 
 
 def test_a_mean_carried_by_a_few_test_examples_is_marked(finished_leaderboard):

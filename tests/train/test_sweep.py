@@ -260,6 +260,47 @@ def test_manifest_refuses_another_sweep_and_keeps_the_old_one(config, tmp_path):
     assert os.listdir(foreign) == ["eval.json"]
 
 
+def test_manifest_resumes_in_a_moved_clone(config, tmp_path, monkeypatch):
+    """The leaderboard names configs by absolute path; its manifest records them relative to the
+    repository, so a copy of the clone (and its run root) elsewhere resumes the same sweep."""
+    grid = sweep.parse_grid(config, ["num_importance_samples=1,2"])
+    root = str(tmp_path / "sweep")
+    first_clone, second_clone = str(tmp_path / "first"), str(tmp_path / "second")
+    monkeypatch.setattr(sweep, "REPO_ROOT", first_clone)
+    specs = sweep.grid_runs(f"{first_clone}/configs/vae.py:tiny", config, grid, range(2))
+    sweep.write_manifest(root, specs, {})
+    manifest = Path(root, sweep.MANIFEST_FILE).read_bytes()
+    assert {run["config"] for run in json.loads(manifest)["runs"]} == {"configs/vae.py:tiny"}
+    monkeypatch.setattr(sweep, "REPO_ROOT", second_clone)
+    moved = sweep.grid_runs(f"{second_clone}/configs/vae.py:tiny", config, grid, range(2))
+    sweep.write_manifest(root, moved, {})  # the same sweep: resumes
+    other_file = sweep.grid_runs(f"{second_clone}/configs/iwae.py:tiny", config, grid, range(2))
+    with pytest.raises(sweep.SweepError, match="configs/iwae.py:tiny"):
+        sweep.write_manifest(root, other_file, {})
+    outside = sweep.grid_runs(f"{first_clone}/configs/vae.py:tiny", config, grid, range(2))
+    with pytest.raises(sweep.SweepError, match="Use a new --workdir"):  # not this clone's file
+        sweep.write_manifest(root, outside, {})
+    assert Path(root, sweep.MANIFEST_FILE).read_bytes() == manifest
+
+
+def test_a_manifest_with_absolute_repository_paths_still_resumes(config, tmp_path):
+    """Manifests written before configs were recorded relative to the repository hold the
+    leaderboard's absolute paths; in the same clone they describe the same sweep."""
+    grid = sweep.parse_grid(config, ["num_importance_samples=1,2"])
+    specs = sweep.grid_runs("configs/vae.py:tiny", config, grid, range(2))
+    root = str(tmp_path / "sweep")
+    sweep.write_manifest(root, specs, {})
+    path = Path(root, sweep.MANIFEST_FILE)
+    manifest = json.loads(path.read_text())
+    for run in manifest["runs"]:
+        run["config"] = os.path.join(sweep.REPO_ROOT, run["config"])
+    path.write_text(json.dumps(manifest))
+    sweep.write_manifest(root, specs, {})
+    other = sweep.grid_runs("configs/iwae.py:tiny", config, grid, range(2))
+    with pytest.raises(sweep.SweepError, match="config"):
+        sweep.write_manifest(root, other, {})
+
+
 class _FakeProcess:
     """Finishes on its third poll: writes eval.json when its return code is 0."""
 
