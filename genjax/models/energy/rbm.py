@@ -244,10 +244,11 @@ def log_partition_exact(
     """log Z by enumerating every state of the smaller layer, in chunks of bounded memory.
 
     Bernoulli RBMs sum over whichever layer is smaller; Gaussian-Bernoulli RBMs sum over the
-    hidden layer and integrate the visibles in closed form. Memory is O(chunk_size * (V + H)).
+    hidden layer and integrate the visibles in closed form. Memory is O(chunk_size * (V + H));
+    any positive `chunk_size` gives the same sum (a last, partial chunk is masked).
 
     Raises:
-      ValueError: if the enumerated layer has more than `max_units` units.
+      ValueError: if the enumerated layer has more than `max_units` units, or chunk_size < 1.
     """
     num_visible, num_hidden = params["W"].shape
     over_visible = not is_gaussian(params) and num_visible < num_hidden
@@ -258,6 +259,8 @@ def log_partition_exact(
             f"{'visible' if over_visible else 'hidden'} layer; the limit is {max_units} units. "
             "Use ais_log_partition for larger models."
         )
+    if chunk_size < 1:
+        raise ValueError(f"log_partition_exact: chunk_size={chunk_size} must be at least 1.")
     total = 2**num_units
     chunk_size = min(chunk_size, total)
     if over_visible:
@@ -266,10 +269,12 @@ def log_partition_exact(
         log_unnormalized = lambda h: _log_unnormalized_hidden_marginal(params, h)
 
     def chunk(carry, start):
-        states = _binary_configurations(
-            start + jnp.arange(chunk_size), num_units, params["W"].dtype
-        )
-        return jnp.logaddexp(carry, jax.nn.logsumexp(log_unnormalized(states))), None
+        indices = start + jnp.arange(chunk_size)  # (chunk_size,)
+        states = _binary_configurations(indices, num_units, params["W"].dtype)
+        # The last chunk may run past 2**num_units when chunk_size does not divide it: those
+        # indices would repeat states already counted (their low bits), so they count zero.
+        terms = jnp.where(indices < total, log_unnormalized(states), -jnp.inf)
+        return jnp.logaddexp(carry, jax.nn.logsumexp(terms)), None
 
     starts = jnp.arange(0, total, chunk_size)
     log_z, _ = jax.lax.scan(chunk, jnp.array(-jnp.inf, params["W"].dtype), starts)

@@ -119,6 +119,24 @@ def test_log_partition_exact_against_brute_force(gaussian):
         np.testing.assert_allclose(chunked, reference, rtol=1e-5)
 
 
+def _numpy_log_partition(params):
+    """log Z of a Bernoulli RBM by summing exp(-E(v, h)) over every (v, h), in float64 NumPy."""
+    vs, hs = _all_states(params["W"].shape[0]), _all_states(params["W"].shape[1])
+    W, b_v, b_h = (np.asarray(params[k], np.float64) for k in ("W", "b_v", "b_h"))
+    log_joint_unnorm = (vs @ b_v)[:, None] + (hs @ b_h)[None, :] + vs @ W @ hs.T  # -E(v, h)
+    return np.logaddexp.reduce(log_joint_unnorm.ravel())
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4, 100, 300, 512, 4096, 5000])
+@pytest.mark.parametrize("sizes", [(12, 9), (9, 12)])  # enumerate hiddens, then visibles
+def test_log_partition_exact_any_chunk_size(sizes, chunk_size):
+    """Chunks that do not divide 2**9 = 512 states must not count the overrun twice."""
+    params = _random_rbm(7, *sizes, scale=0.5)
+    reference = _numpy_log_partition(params)
+    log_z = rbm.log_partition_exact(params, chunk_size=chunk_size)
+    np.testing.assert_allclose(float(log_z), reference, rtol=1e-6)
+
+
 def test_log_partition_exact_refuses_large_models():
     params = _random_rbm(0, 40, 30)
     with pytest.raises(ValueError, match=r"2\*\*30 states of the hidden layer.*limit is 25"):
