@@ -3,14 +3,18 @@
     params = {"W": (V, H), "b_v": (V,), "b_h": (H,)}          # Bernoulli-Bernoulli
     params = {..., "log_sigma": (V,)}                           # Gaussian-Bernoulli
 
-Energies (Hinton 2002; Gaussian visibles as in Hinton & Salakhutdinov 2006 and Cho, Ilin &
-Raiko 2011, "Improved learning of Gaussian-Bernoulli RBMs"):
+Energies (Hinton 2002; Gaussian visibles as in Hinton & Salakhutdinov 2006 and Hinton 2010,
+"A practical guide to training RBMs", section 13.2):
 
     Bernoulli:  E(v, h) = -b_v.v - b_h.h - v^T W h
     Gaussian:   E(v, h) = sum_i (v_i - b_v,i)^2 / (2 sigma_i^2) - b_h.h - (v / sigma)^T W h
 
 so p(h_j = 1 | v) = sigmoid(b_h,j + sum_i W_ij v_i / sigma_i) in both, and p(v | h) is
-Bernoulli(sigmoid(b_v + W h)) or N(b_v + sigma * (W h), sigma^2). Every function takes
+Bernoulli(sigmoid(b_v + W h)) or N(b_v + sigma * (W h), sigma^2). The Gaussian parameters are
+W, b_v, b_h and `log_sigma` = log sigma_i. This is not the parameterisation of Cho, Ilin &
+Raiko (2011, "Improved learning of Gaussian-Bernoulli RBMs"), whose interaction is
+(v / sigma^2)^T W' h and who learn log sigma^2: the two describe the same family of
+distributions (W' = sigma W), but the gradients, and so training, differ. Every function takes
 visible batches of shape (..., V); the type is read from the parameters (a `log_sigma`
 entry means Gaussian visibles).
 
@@ -320,10 +324,21 @@ def _log_partition_independent(params: dict) -> jax.Array:
 
 
 def interpolate(base: dict, params: dict, beta: jax.Array) -> dict:
-    """The RBM whose marginal is p_base(v)^(1 - beta) p(v)^beta, up to a constant.
+    """The intermediate RBM of Salakhutdinov & Murray's (2008) AIS path, by its parameters.
 
-    W and b_h are scaled by beta (base has none); visible biases are mixed linearly. Its
-    free energy and Gibbs sweeps are those of an ordinary RBM.
+    W and b_h are scaled by beta (the base RBM has none) and the visible biases are mixed,
+    (1 - beta) b_v^base + beta b_v; Gaussian visibles keep the model's sigma. This is the
+    geometric path between the *joint* distributions over (v, h),
+    p_beta(v, h) ~ p_base(v, h)^(1 - beta) p(v, h)^beta (the base's hiddens uniform), whose
+    marginal for Bernoulli visibles is
+
+        p_beta(v) ~ exp(((1 - beta) b_v^base + beta b_v).v) prod_j (1 + exp(beta (b_h + v W)_j)).
+
+    That is NOT the geometric path between the marginals, p_base(v)^(1 - beta) p(v)^beta,
+    whose hidden factors would be (1 + exp((b_h + v W)_j))^beta: the two agree at beta = 0
+    and 1 only and are different distributions in between. Any path with these end points
+    gives valid AIS; this one keeps every intermediate an ordinary RBM, with a closed-form
+    free energy and block Gibbs sweeps.
     """
     mixed = dict(params)
     mixed["W"] = beta * params["W"]

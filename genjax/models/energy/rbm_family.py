@@ -80,7 +80,8 @@ class RBM(GradientModel):
     model_config fields:
       num_hidden: H.
       visible: 'bernoulli' (binarized data) | 'gaussian' (real-valued data).
-      learn_sigma: Gaussian visibles: learn the per-unit sigma (else fixed at 1).
+      learn_sigma: Gaussian visibles: learn the per-unit sigma, as log sigma (else fixed at 1);
+        the energy couples v / sigma to the hiddens (see `rbm`).
       sampler: 'cd' | 'pcd'; gibbs_steps: k sweeps per update.
       weight_scale: initial weights ~ N(0, weight_scale^2).
       ais_chains, ais_betas: the final AIS estimate of log Z (Salakhutdinov & Murray: 100
