@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.linalg
 from scipy import stats
 from scipy.spatial.distance import cdist
 
@@ -114,6 +115,26 @@ def test_frechet_exactly_singular_product_uses_the_diagonal_offset():
     np.testing.assert_allclose(distance, fallback, rtol=1e-10)
     exact = 6.0 + np.sum(var_b)  # the true distance; the fallback is 0.012 below it
     assert 0.0 < exact - distance < 2.0 * math.sqrt(eps) * np.sum(np.sqrt(var_b + eps)) + 1e-12
+
+
+def test_frechet_fallback_offsets_both_covariances_singular_in_different_directions():
+    # cov_a is null along e0, cov_b along e1, both positive along e2: the product is exactly
+    # singular and the fallback runs. For diagonal covariances its square root is known in
+    # closed form, Tr(((S_a + eps) (S_b + eps))^{1/2}) = sum sqrt((a_i + eps) (b_i + eps)); an
+    # offset added to one covariance only drops the sqrt(4 eps) of e1 (or e0's sqrt(eps)) and
+    # shifts the distance by ~4e-3.
+    eps = 1e-6
+    var_a, var_b = np.array([0.0, 4.0, 9.0]), np.array([1.0, 0.0, 16.0])
+    mean_a, mean_b = np.array([0.5, 0.0, -1.0]), np.array([0.0, 1.0, 1.0])
+    with pytest.warns(RuntimeWarning, match="singular"):
+        distance = sq.frechet_distance(mean_a, np.diag(var_a), mean_b, np.diag(var_b), eps=eps)
+    cross = np.sum(np.sqrt((var_a + eps) * (var_b + eps)))
+    fallback = np.sum((mean_a - mean_b) ** 2) + np.sum(var_a) + np.sum(var_b) - 2.0 * cross
+    np.testing.assert_allclose(distance, fallback, rtol=1e-10)
+    # The same value from scipy's square root of the offset product.
+    offset = eps * np.eye(3)
+    root = scipy.linalg.sqrtm((np.diag(var_a) + offset) @ (np.diag(var_b) + offset)).real
+    np.testing.assert_allclose(np.trace(root), cross, rtol=1e-10)
 
 
 def test_frechet_with_a_constant_feature_is_finite():
