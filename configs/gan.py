@@ -16,9 +16,10 @@ Variants (`--config=configs/gan.py:VARIANT`; several joined by commas, e.g. `wga
   tiny           a few steps on the same data: seconds
 
 eval.json reports mode coverage from `sample_quality_samples` = 2,500 samples: the number of
-modes holding at least 20% of a uniform share of high-quality samples (within 3 standard
-deviations of a mode) and the high-quality fraction (Metz et al. 2017; Srivastava et al. 2017;
-the counting rule of Lin et al. 2018). Measured (seed 0, 5,000 generator updates, 2 CPU cores):
+modes holding at least 20% of a uniform share of all the samples (0.2 * 2,500 / M) in
+high-quality samples (within 3 standard deviations of a mode), and the high-quality fraction
+(Metz et al. 2017; Srivastava et al. 2017; the counting rule of Lin et al. 2018). Measured
+(seed 0, 5,000 generator updates, 2 CPU cores):
 
   default (non-saturating)  8 / 8 modes, high-quality fraction 0.87       1.3 min
   wgan_gp                   6 / 8 modes, 0.31                             5.3 min
