@@ -5,7 +5,10 @@ The samplers follow the toy-data conventions of FFJORD (Grathwohl et al., 2019,
 `lib/toy_data.py`), which most flow and score-model papers reuse, with one change: every
 random draw comes from an explicit `np.random.Generator`, so a seed fixes the data. `grid25`
 is the 5 x 5 grid of Gaussians of VEEGAN (Srivastava et al., 2017), the usual GAN
-mode-collapse benchmark.
+mode-collapse benchmark; `ring8` is the narrow ring of the same papers (Metz et al. 2017,
+"Unrolled Generative Adversarial Networks"; VEEGAN), and `grid25_unit` is `grid25` divided
+by 2 sqrt(2), the rescaling of the WGAN-GP toy code (Gulrajani et al. 2017, `gan_toy.py`),
+which gives each coordinate unit standard deviation.
 
     name          density known?   what it is
     moons         no               sklearn two moons, noise 0.1
@@ -15,6 +18,8 @@ mode-collapse benchmark.
     swissroll     no               sklearn swiss roll, noise 1.0, seen from above
     circles       no               sklearn two concentric circles, noise 0.08
     grid25        yes              25 equal-weight isotropic Gaussians on a 5 x 5 grid
+    ring8         yes              8 equal-weight Gaussians on a circle of radius 2, std 0.02
+    grid25_unit   yes              grid25 / (2 sqrt 2): centres 0.71 apart, std 0.0177
 
 `log_prob` is written with `jax.numpy`, so it takes NumPy or JAX arrays and can be jitted
 (the name is a static Python string).
@@ -31,9 +36,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-TOY2D_NAMES = ("moons", "8gaussians", "checkerboard", "pinwheel", "swissroll", "circles", "grid25")
-DENSITY_NAMES = ("8gaussians", "checkerboard", "grid25")
-MIXTURE_NAMES = ("8gaussians", "grid25")
+TOY2D_NAMES = (
+    "moons",
+    "8gaussians",
+    "checkerboard",
+    "pinwheel",
+    "swissroll",
+    "circles",
+    "grid25",
+    "ring8",
+    "grid25_unit",
+)
+DENSITY_NAMES = ("8gaussians", "checkerboard", "grid25", "ring8", "grid25_unit")
+MIXTURE_NAMES = ("8gaussians", "grid25", "ring8", "grid25_unit")
 
 # FFJORD divides the 8gaussians data by this literal (not by sqrt(2)); kept for comparability.
 _EIGHT_GAUSSIANS_DIVISOR = 1.414
@@ -41,6 +56,12 @@ _EIGHT_GAUSSIANS_RADIUS = 4.0
 _EIGHT_GAUSSIANS_NOISE_STD = 0.5
 _GRID25_COORDINATES = (-4.0, -2.0, 0.0, 2.0, 4.0)
 _GRID25_STD = 0.05
+# Metz et al. 2017 (sec. 3.1) and VEEGAN (sec. 5.1): radius 2, std 0.02.
+_RING8_RADIUS = 2.0
+_RING8_STD = 0.02
+# gan_toy.py of Gulrajani et al. 2017 divides its 25-Gaussian data by 2.828 (2 sqrt 2 to 3
+# digits): the per-coordinate std of the centres {-4, ..., 4} is sqrt(8) = 2 sqrt 2.
+_GRID25_UNIT_DIVISOR = 2.0 * math.sqrt(2.0)
 # Checkerboard: side of one square and the number of filled squares (total area 8 * 2^2 = 32).
 _CHECKER_SQUARE_SIDE = 2.0
 _CHECKER_NUM_FILLED_SQUARES = 8
@@ -128,6 +149,13 @@ def _sample_grid25(rng: np.random.Generator, num: int) -> np.ndarray:
     return centers[component] + rng.standard_normal((num, 2)) * _GRID25_STD
 
 
+def _sample_mixture(name: str, rng: np.random.Generator, num: int) -> np.ndarray:
+    """A uniformly chosen centre of `mode_centers(name)` plus N(0, mode_std(name)^2 I)."""
+    centers = mode_centers(name).astype(np.float64)
+    component = rng.integers(0, len(centers), size=num)
+    return centers[component] + rng.standard_normal((num, 2)) * mode_std(name)
+
+
 _SAMPLERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "moons": _sample_moons,
     "8gaussians": _sample_eight_gaussians,
@@ -136,6 +164,8 @@ _SAMPLERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "swissroll": _sample_swissroll,
     "circles": _sample_circles,
     "grid25": _sample_grid25,
+    "ring8": functools.partial(_sample_mixture, "ring8"),
+    "grid25_unit": functools.partial(_sample_mixture, "grid25_unit"),
 }
 
 
@@ -153,6 +183,10 @@ def sample(name: str, rng: np.random.Generator, num: int) -> np.ndarray:
     - `swissroll`: sklearn `make_swiss_roll(noise=1.0)`, columns [0, 2], divided by 5.
     - `circles`: sklearn `make_circles(factor=0.5, noise=0.08)`, times 3.
     - `grid25`: centres {-4, -2, 0, 2, 4}^2, chosen uniformly, plus N(0, 0.05^2 I).
+    - `ring8`: centres `2 (cos t, sin t)`, t in {0, pi/4, ..., 7 pi/4}, chosen uniformly,
+      plus N(0, 0.02^2 I) (Metz et al. 2017; VEEGAN).
+    - `grid25_unit`: centres {-4, -2, 0, 2, 4}^2 / (2 sqrt 2), plus N(0, (0.05 / (2 sqrt
+      2))^2 I): `grid25` divided by 2 sqrt 2 (WGAN-GP's toy code).
 
     The sklearn-based samplers take their `random_state` from one draw of `rng`.
 
@@ -183,8 +217,9 @@ def mode_centers(name: str) -> np.ndarray:
     """The component means of a Gaussian-mixture toy density.
 
     Args:
-      name: `8gaussians` (centres `4 (cos t, sin t) / 1.414`, t = k pi / 4) or `grid25`
-        (centres {-4, -2, 0, 2, 4}^2, row-major with the first coordinate slowest).
+      name: `8gaussians` (centres `4 (cos t, sin t) / 1.414`, t = k pi / 4), `ring8`
+        (`2 (cos t, sin t)`), `grid25` (centres {-4, -2, 0, 2, 4}^2, row-major with the
+        first coordinate slowest) or `grid25_unit` (the same divided by 2 sqrt 2).
 
     Returns:
       float32 array (num_modes, 2): (8, 2) or (25, 2).
@@ -192,21 +227,30 @@ def mode_centers(name: str) -> np.ndarray:
     _check_name(name, MIXTURE_NAMES, "mixture name")
     if name == "8gaussians":
         centers = _EIGHT_GAUSSIANS_RADIUS * _eight_unit_directions() / _EIGHT_GAUSSIANS_DIVISOR
+    elif name == "ring8":
+        centers = _RING8_RADIUS * _eight_unit_directions()
     else:
         grid = np.array(_GRID25_COORDINATES)
         centers = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(-1, 2)
+        if name == "grid25_unit":
+            centers = centers / _GRID25_UNIT_DIVISOR
     return centers.astype(np.float32)
 
 
 def mode_std(name: str) -> float:
     """The per-coordinate standard deviation of every component of a mixture toy density.
 
-    `8gaussians`: 0.5 / 1.414 (about 0.354); `grid25`: 0.05.
+    `8gaussians`: 0.5 / 1.414 (about 0.354); `grid25`: 0.05; `ring8`: 0.02; `grid25_unit`:
+    0.05 / (2 sqrt 2) (about 0.0177).
     """
     _check_name(name, MIXTURE_NAMES, "mixture name")
-    if name == "8gaussians":
-        return _EIGHT_GAUSSIANS_NOISE_STD / _EIGHT_GAUSSIANS_DIVISOR
-    return _GRID25_STD
+    stds = {
+        "8gaussians": _EIGHT_GAUSSIANS_NOISE_STD / _EIGHT_GAUSSIANS_DIVISOR,
+        "grid25": _GRID25_STD,
+        "ring8": _RING8_STD,
+        "grid25_unit": _GRID25_STD / _GRID25_UNIT_DIVISOR,
+    }
+    return stds[name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +301,7 @@ def _checker_support_area() -> float:
 def log_prob(name: str, x: jax.Array | np.ndarray) -> jax.Array:
     """Exact log density of a toy distribution with a closed form.
 
-    - `8gaussians`, `grid25`: equal-weight mixtures of isotropic Gaussians with means
+    - the mixtures (`MIXTURE_NAMES`): equal-weight mixtures of isotropic Gaussians with means
       `mode_centers(name)` and standard deviation `mode_std(name)`, evaluated with logsumexp.
     - `checkerboard`: log(1/32) inside the 8 squares of side 2, -inf outside.
 
@@ -300,11 +344,11 @@ def entropy(name: str) -> tuple[float, float]:
     """Differential entropy H[p] = -E_p[log p(x)] of a toy density, in nats.
 
     - `checkerboard`: exact, log 32 (uniform on an area of 8 squares x 4), stderr 0.0.
-    - `8gaussians`, `grid25`: the mixture entropy has no closed form; it is estimated by
+    - the mixtures (`MIXTURE_NAMES`): the mixture entropy has no closed form; it is estimated by
       Monte Carlo as -mean(log_prob(x_i)) over 10^6 samples drawn with the fixed seed
       `ENTROPY_SEED`, so the value is deterministic; the standard error is
       std(log_prob(x_i)) / sqrt(10^6). (For well-separated modes it approaches
-      log K + log(2 pi e std^2); both mixtures here are nearly so.) Cached per process.
+      log K + log(2 pi e std^2); the mixtures here are nearly so.) Cached per process.
 
     Returns:
       (value, standard_error), floats; standard_error is 0.0 when the value is exact.

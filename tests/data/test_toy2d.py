@@ -24,6 +24,8 @@ _QUADRATURE_GRIDS = {
     "8gaussians": (-6.0, 6.0, 0.02),
     "checkerboard": (-5.0, 5.0, 0.02),
     "grid25": (-4.5, 4.5, 0.01),
+    "ring8": (-2.2, 2.2, 0.002),  # std 0.02: cells of 0.1 std
+    "grid25_unit": (-1.6, 1.6, 0.002),  # std 0.0177
 }
 
 
@@ -152,6 +154,19 @@ def test_mode_geometry():
     assert len({tuple(c) for c in grid.tolist()}) == 25
     assert toy2d.mode_std("grid25") == 0.05
     assert toy2d.mode_std("8gaussians") == pytest.approx(0.5 / 1.414)
+
+
+def test_narrow_ring_and_unit_grid_geometry():
+    """ring8: radius 2, std 0.02, neighbours 45 degrees apart (Metz et al. 2017); grid25_unit:
+    grid25 / (2 sqrt 2), so the centres' per-coordinate standard deviation is exactly 1."""
+    ring = toy2d.mode_centers("ring8")
+    np.testing.assert_allclose(np.linalg.norm(ring, axis=1), 2.0, rtol=1e-6)
+    np.testing.assert_allclose(ring[1], [math.sqrt(2.0), math.sqrt(2.0)], rtol=1e-6)
+    assert toy2d.mode_std("ring8") == 0.02
+    unit = toy2d.mode_centers("grid25_unit")
+    np.testing.assert_allclose(unit, toy2d.mode_centers("grid25") / math.sqrt(8.0), rtol=1e-6)
+    np.testing.assert_allclose(unit.std(axis=0), [1.0, 1.0], rtol=1e-6)
+    assert toy2d.mode_std("grid25_unit") == pytest.approx(0.05 / math.sqrt(8.0))
 
 
 def test_checkerboard_entropy_is_exact():
