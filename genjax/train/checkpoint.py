@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_SUBDIR = "checkpoints"
+CLOCK_ITEM = "clock"  # the item holding the train clock
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -21,8 +22,10 @@ def checkpoint_dir(workdir: str) -> str:
 class Checkpointer:
     """An `ocp.CheckpointManager` holding, per step, the state and the data iterator.
 
-    Items: `state` (the `TrainState`, StandardSave) and `data` (grain's iterator state, one
-    file per process). Saves are asynchronous; `close()` waits for them.
+    Items: `state` (the `TrainState`, StandardSave), `data` (grain's iterator state, one
+    file per process) and `clock` ({"train_seconds": the trainer's `TrainClock` at the save},
+    JSON; checkpoints saved before it existed lack it). Saves are asynchronous; `close()`
+    waits for them.
     """
 
     def __init__(self, workdir: str, max_to_keep: int):
@@ -32,11 +35,22 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, iterator: grain.DatasetIterator) -> None:
+    def save(
+        self, step: int, state, iterator: grain.DatasetIterator, train_seconds: float = 0.0
+    ) -> None:
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(iterator),
+            clock=ocp.args.JsonSave({"train_seconds": float(train_seconds)}),
         )
         self.manager.save(step, args=args)
+
+    def restore_train_seconds(self, step: int) -> float:
+        """The training seconds saved with `step`; 0.0 for a checkpoint saved without them."""
+        if not os.path.isdir(os.path.join(self.manager.directory, str(step), CLOCK_ITEM)):
+            return 0.0
+        restored = self.manager.restore(step, args=ocp.args.Composite(clock=ocp.args.JsonRestore()))
+        return float(restored["clock"]["train_seconds"])
 
     def restore(self, step: int, state_template, iterator: grain.DatasetIterator | None = None):
         """Restores `step` into the structure and shardings of `state_template`.

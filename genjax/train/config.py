@@ -57,6 +57,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.batch_size = 100  # global, split across devices and processes
     config.eval_batch_size = 100
     config.num_steps = 1000
+    # A time budget for the run, in seconds of training (genjax.train.loop.TrainClock: the
+    # train loop's wall time, the first step's compilation included, monitoring evaluations,
+    # sample grids, checkpoint saves and the final evaluation excluded, summed over resumed
+    # launches): training stops at the first step after it is spent, or at num_steps,
+    # whichever comes first, then evaluates as usual. 0 disables it. Learning-rate schedules
+    # (and a staged family's stage_steps) still span num_steps.
+    config.max_train_seconds = 0.0
     config.optimizer = "adam"
     config.learning_rate = 1e-3
     config.lr_schedule = "constant"
@@ -82,6 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def _is_real(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _fail(message: str) -> None:
     raise ConfigError(message)
 
@@ -95,6 +106,12 @@ def _check_fields(config) -> None:
         value = config[field]
         if not isinstance(value, int) or value < 0:
             _fail(f"config.{field}={value!r} must be a non-negative integer (0 disables it).")
+    budget = config.max_train_seconds
+    if not _is_real(budget) or not 0 <= budget < float("inf"):
+        _fail(
+            f"config.max_train_seconds={budget!r} must be a non-negative number of seconds "
+            "(0 disables the time budget)."
+        )
     if not config.learning_rate > 0:
         _fail(f"config.learning_rate={config.learning_rate!r} must be positive.")
     if not config.weight_decay >= 0:

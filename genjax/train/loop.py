@@ -8,6 +8,7 @@ Everything a run writes lives in `workdir`: `config.json`, `checkpoints/`, `metr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -232,6 +233,50 @@ class _MetricBuffer:
         self.last_time = time.perf_counter()
 
 
+def _now() -> float:
+    """The train clock's time source (seconds); tests replace it with a fake clock."""
+    return time.perf_counter()
+
+
+class TrainClock:
+    """Seconds spent training, counted across launches, for `config.max_train_seconds`.
+
+    The clock runs from just before a launch's first train step (so it includes compiling the
+    train step and drawing batches) and is paused around monitoring evaluations, sample grids
+    and checkpoint saves; setup before the loop (loading the data, restoring a checkpoint) and
+    the final evaluation are not counted. `spent` is the time earlier launches had counted up
+    to the checkpoint this launch resumes from (saved with every checkpoint), so work lost
+    after that checkpoint is not counted and its redoing is.
+    """
+
+    def __init__(self, spent: float = 0.0):
+        self._spent = float(spent)
+        self._started = _now()
+
+    def seconds(self) -> float:
+        """Training seconds so far, earlier launches included."""
+        return self._spent + _now() - self._started
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Excludes the time spent inside the `with` block."""
+        seconds = self.seconds()
+        try:
+            yield
+        finally:
+            self._spent, self._started = seconds, _now()
+
+
+def train_machine() -> str:
+    """The machine a run trained on, as its eval.json records it: "1 cpu device(s) (cpu), 2
+    host CPU cores" (a time budget means something only on a named machine)."""
+    device = jax.devices()[0]
+    return (
+        f"{jax.device_count()} {device.platform} device(s) ({device.device_kind}), "
+        f"{os.cpu_count()} host CPU cores"
+    )
+
+
 def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None):
     """Trains from the latest checkpoint in `workdir` (or from scratch) and returns the state.
 
@@ -239,16 +284,34 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
       experiment: from `Experiment(config)`.
       workdir: the run's directory.
       stop_at_step: train only up to this step (checkpointing there) and return; a later call
-        continues. None trains to `config.num_steps`.
+        continues. None trains to `config.num_steps`, or until the time budget
+        `config.max_train_seconds` (`TrainClock`) is spent, whichever comes first.
+    """
+    return _train(experiment, workdir, stop_at_step)[0]
+
+
+def _train(experiment: Experiment, workdir: str, stop_at_step: int | None = None):
+    """`train`, also returning what eval.json records of the training: {"train_seconds",
+    "max_train_seconds", "stopped_by": "num_steps" | "max_train_seconds" | None (stopped at
+    `stop_at_step`: unfinished), "train_machine"}.
+
+    With a time budget, the loop stops after the first step at whose dispatch the clock has
+    reached `config.max_train_seconds` (the at most `MAX_STEPS_IN_FLIGHT` steps still running
+    then finish, and are counted, before the final checkpoint); that step is logged,
+    evaluated (if `eval_every`) and checkpointed as the last one. A launch that resumes a run
+    whose budget is already spent trains no step.
     """
     config = experiment.config
     end_step = config.num_steps if stop_at_step is None else min(stop_at_step, config.num_steps)
+    budget = float(config.max_train_seconds)
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
     iterator = experiment.dataset.train_iterator(experiment.examples_per_step)
     state = experiment.init_state()
     start_step = checkpointer.latest_step() or 0
+    spent = 0.0
     if start_step:
         state = checkpointer.restore(start_step, state, iterator)
+        spent = checkpointer.restore_train_seconds(start_step)
         logging.info("Resumed from step %d in %s", start_step, workdir)
     main = _is_main_process()
     if main:
@@ -263,35 +326,60 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
     )
     buffer = _MetricBuffer()
     main_metric = experiment.model.main_metric
+    budget_spent = bool(budget) and spent >= budget
+    if budget_spent:
+        end_step = start_step
+    clock = TrainClock(spent)
+    saved_seconds = spent  # the clock at the latest checkpoint: what eval.json records
     try:
         for step in range(start_step + 1, end_step + 1):
             batch = parallel.shard_batch(next(iterator), experiment.mesh)
             state, metrics = experiment.train_step(state, batch)
             buffer.add(step, metrics)
             progress.update(1)
-            last = step == end_step
+            budget_spent = bool(budget) and clock.seconds() >= budget
+            last = step == end_step or budget_spent
             if step % config.log_every == 0 or last:
                 summary = buffer.flush()
                 writer.write(step, summary)
                 progress.set_postfix({main_metric: summary.get(main_metric, float("nan"))})
             if config.eval_every and (step % config.eval_every == 0 or last):
-                eval_metrics = experiment.evaluate(state, final=False)
+                with clock.paused():
+                    eval_metrics = experiment.evaluate(state, final=False)
                 writer.write(
                     step,
                     {f"eval/{k}": v for k, v in eval_metrics.items() if _is_finite_number(v)},
                 )
             if config.sample_every and step % config.sample_every == 0 and main:
-                _save_step_samples(experiment, state, workdir, step)
+                with clock.paused():
+                    _save_step_samples(experiment, state, workdir, step)
             if step % config.checkpoint_every == 0 or last:
                 buffer.verify()
-                checkpointer.save(step, state, iterator)
+                saved_seconds = clock.seconds()
+                with clock.paused():
+                    checkpointer.save(step, state, iterator, train_seconds=saved_seconds)
             if step % config.log_every == 0:
                 buffer.restart_clock()
+            if budget_spent:
+                break
     finally:
         progress.close()
         writer.close()
         checkpointer.close()
-    return state
+    reached = int(jax.device_get(state.step))
+    stopped_by = None
+    if reached >= config.num_steps:
+        stopped_by = "num_steps"
+    elif budget_spent:
+        stopped_by = "max_train_seconds"
+        logging.info("Time budget of %.1f s spent at step %d", budget, reached)
+    training = dict(
+        train_seconds=saved_seconds,
+        max_train_seconds=budget,
+        stopped_by=stopped_by,
+        train_machine=train_machine(),
+    )
+    return state, training
 
 
 def _save_step_samples(experiment: Experiment, state, workdir: str, step: int) -> str:
@@ -314,9 +402,17 @@ def restore_state(experiment: Experiment, workdir: str, step: int | None = None)
         checkpointer.close()
 
 
-def final_evaluation(experiment: Experiment, state, workdir: str) -> dict:
-    """The full evaluation protocol; writes `eval.json`, final samples and loss curves."""
+def final_evaluation(
+    experiment: Experiment, state, workdir: str, training: dict | None = None
+) -> dict:
+    """The full evaluation protocol; writes `eval.json`, final samples and loss curves.
+
+    eval.json holds the evaluation's summary, the state's `step` (the steps reached), `model`,
+    `dataset` and the `training` record, if given (`train_and_evaluate` passes the loop's:
+    train_seconds, max_train_seconds, stopped_by, train_machine).
+    """
     results = experiment.evaluate(state, final=True)
+    results.update(training or {})
     results.update(
         step=int(jax.device_get(state.step)),
         model=experiment.config.model,
@@ -359,12 +455,15 @@ def _save_density_plot(experiment: Experiment, state, workdir: str) -> None:
 def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None) -> dict | None:
     """Validates `config`, trains (resuming from `workdir`), then evaluates.
 
+    A run is finished at `config.num_steps` or when its time budget `config.max_train_seconds`
+    is spent; either way the final evaluation runs on the last checkpointed state.
+
     Returns the `eval.json` contents, or None when `stop_at_step` ended the run early.
     """
     config_lib.validate(config, workdir)
     experiment = Experiment(config)  # loads the data: may still fail, before any write
     os.makedirs(workdir, exist_ok=True)
-    state = train(experiment, workdir, stop_at_step)
-    if int(jax.device_get(state.step)) < config.num_steps:
+    state, training = _train(experiment, workdir, stop_at_step)
+    if training["stopped_by"] is None:
         return None
-    return final_evaluation(experiment, state, workdir)
+    return final_evaluation(experiment, state, workdir, training)

@@ -1,4 +1,5 @@
-"""The training system end to end on the tiny VAE: resume, divergence, validation, outputs."""
+"""The training system end to end on the tiny VAE: resume, divergence, validation, outputs,
+the time budget (with a fake clock)."""
 
 import hashlib
 import json
@@ -16,10 +17,12 @@ from genjax.train import (
     TrainingDivergedError,
     load_config,
     load_state,
+    loop,
+    parallel,
     train,
     train_and_evaluate,
 )
-from genjax.train.checkpoint import checkpoint_dir
+from genjax.train.checkpoint import Checkpointer, checkpoint_dir
 
 
 def _tree_files(root):
@@ -95,6 +98,8 @@ def test_run_outputs(uninterrupted_run):
     steps = [m["step"] for m in lines if "train/loss" in m]
     assert steps == list(range(config.log_every, config.num_steps + 1, config.log_every))
     assert any("eval/elbo" in m for m in lines)
+    assert saved["stopped_by"] == "num_steps" and saved["max_train_seconds"] == 0.0
+    assert saved["train_seconds"] > 0 and "host CPU cores" in saved["train_machine"]
 
 
 def test_load_state_needs_no_config(uninterrupted_run):
@@ -146,6 +151,8 @@ def test_nan_stops_training_and_keeps_last_finite_checkpoint(
         ("preprocess.binarize", "sometimes", r"config.preprocess.binarize='sometimes'; allowed"),
         ("model_config.objective", "cubo", r"config.model_config.objective='cubo'; allowed"),
         ("model_config.latent_sizes", (0,), r"sizes must be positive"),
+        ("max_train_seconds", -1.0, r"config.max_train_seconds=-1.0 must be a non-negative"),
+        ("max_train_seconds", float("inf"), r"config.max_train_seconds=inf must be a non-neg"),
     ],
 )
 def test_invalid_config_fails_before_touching_disk(
@@ -233,3 +240,101 @@ def test_a_saved_config_without_newer_top_level_fields_loads_with_their_defaults
     loaded = load_config(str(tmp_path))
     assert loaded.sample_quality_samples == 0 and loaded.rmsprop_decay == 0.9
     assert json.loads(loaded.model_config.to_json()) == saved["model_config"]
+
+
+# --- the time budget (config.max_train_seconds) -----------------------------------------------
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """The train clock's time source replaced by one that advances only when the loop shards a
+    batch (1 s per batch: one train step, or one batch of an evaluation) and by 100 s per
+    checkpoint save; nothing else (compiling, logging) takes time. Returns the clock's state."""
+    now = {"seconds": 0.0}
+    shard_batch, save = parallel.shard_batch, Checkpointer.save
+
+    def timed_shard_batch(*args, **kwargs):
+        now["seconds"] += 1.0
+        return shard_batch(*args, **kwargs)
+
+    def timed_save(*args, **kwargs):
+        now["seconds"] += 100.0
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_now", lambda: now["seconds"])
+    monkeypatch.setattr(parallel, "shard_batch", timed_shard_batch)
+    monkeypatch.setattr(Checkpointer, "save", timed_save)
+    return now
+
+
+def _budget_config(config):
+    """The tiny VAE (20 steps, logs every 5) with a 7.5 s budget, checkpoints every 4 steps
+    and a monitoring evaluation (2 test batches) every 3: with the fake clock, the budget is
+    spent at step 8 only if evaluations and checkpoint saves are left out of it (counted,
+    step 3's evaluation and step 4's save would end training at step 5)."""
+    config.max_train_seconds = 7.5
+    config.checkpoint_every = 4
+    config.eval_every = 3
+    return config
+
+
+def _train_records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [record for record in map(json.loads, f) if "train/loss" in record]
+
+
+def test_time_budget_stops_checkpoints_and_evaluates(tiny_vae_config, tmp_path, fake_clock):
+    config, workdir = _budget_config(tiny_vae_config), str(tmp_path)
+    results = train_and_evaluate(config, workdir)
+    # After step 8 the clock reads 8 s >= 7.5 s: the first step boundary past the budget.
+    assert results["step"] == 8 and load_state(workdir)["step"] == 8
+    assert results["stopped_by"] == "max_train_seconds"
+    assert results["max_train_seconds"] == 7.5 and results["train_seconds"] == 8.0
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(results))
+    assert "test_nll_nats" in results  # the final evaluation ran at the reached step
+    assert [record["step"] for record in _train_records(workdir)] == [5, 8]  # 8 is logged last
+    assert sorted(os.listdir(checkpoint_dir(workdir))) == ["4", "8"]
+
+
+def test_a_resumed_time_budget_counts_the_earlier_launches(tiny_vae_config, tmp_path, fake_clock):
+    config, workdir = _budget_config(tiny_vae_config), str(tmp_path)
+    assert train_and_evaluate(config, workdir, stop_at_step=5) is None  # 5 s spent, saved
+    results = train_and_evaluate(config, workdir)  # 3 more steps, not a fresh 7.5 s
+    assert (results["step"], results["train_seconds"]) == (8, 8.0)
+    # A launch after the budget is spent (say the final evaluation was interrupted) trains no
+    # step and evaluates the checkpoint it finds.
+    os.remove(os.path.join(workdir, "eval.json"))
+    seconds_before = fake_clock["seconds"]
+    again = train_and_evaluate(config, workdir)
+    assert (again["step"], again["train_seconds"]) == (8, 8.0)
+    assert load_state(workdir)["step"] == 8
+    assert [record["step"] for record in _train_records(workdir)] == [5, 8]
+    assert fake_clock["seconds"] - seconds_before == 2.0  # the final evaluation's 2 batches
+    # A larger budget on the same workdir continues from the time already spent.
+    config.max_train_seconds = 10.0
+    longer = train_and_evaluate(config, workdir)
+    assert (longer["step"], longer["train_seconds"]) == (10, 10.0)
+
+
+def test_num_steps_ends_a_run_before_its_time_budget(tiny_vae_config, tmp_path, fake_clock):
+    tiny_vae_config.max_train_seconds = 1000.0
+    results = train_and_evaluate(tiny_vae_config, str(tmp_path))
+    assert results["step"] == tiny_vae_config.num_steps == 20
+    assert results["stopped_by"] == "num_steps"
+    # 20 steps at 1 s each; the monitoring evaluations at steps 10 and 20 are not counted.
+    assert results["train_seconds"] == 20.0
+
+
+def test_a_checkpoint_saved_without_a_clock_resumes_at_zero_seconds(tmp_path):
+    """Checkpoints written before the clock item existed hold only `state` and `data`."""
+    import orbax.checkpoint as ocp
+
+    manager = ocp.CheckpointManager(checkpoint_dir(str(tmp_path)))
+    manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave({"w": np.ones(2)})))
+    manager.wait_until_finished()
+    manager.close()
+    checkpointer = Checkpointer(str(tmp_path), max_to_keep=2)
+    assert checkpointer.latest_step() == 3
+    assert checkpointer.restore_train_seconds(3) == 0.0
+    checkpointer.close()
