@@ -7,7 +7,10 @@ Rainforth et al. (2018) and Tucker et al. (2019): at the run's final parameters,
 batch of training examples, each estimator's gradient of the bound (`--objective`, default the
 IWAE bound) is drawn `--num_draws` times per K; the SNR |E g| / std g is averaged over the
 elements of the encoder's and the decoder's parameters (`genjax.evaluate.gradient_snr`).
-Writes snr.json, snr.md and snr.png to --out (default workdir/snr).
+Every (estimator, K) obeys the rules of the run's config validation before anything is drawn:
+an estimator of another bound is refused (dreg and vimco with --objective=elbo), and stl with
+the IWAE bound and K > 1 prints a BiasedEstimatorWarning. Writes snr.json, snr.md and snr.png
+to --out (default workdir/snr).
 """
 
 import json

@@ -494,15 +494,19 @@ def measure_run(
 
     The fixed batch is the first `batch_size` training examples (evaluation preprocessing),
     the gradient that of `-objective` ('iwae' or 'elbo') with K samples, and the groups the
-    family's encoder and decoder (`VAE.parameter_groups`).
+    family's encoder and decoder (`VAE.parameter_groups`). Every (estimator, K) pair is checked
+    by the family's own rules (`VAE.check_estimator`, those of config validation) before the
+    checkpoint is restored: a pair the configuration would refuse is refused (e.g. 'dreg' or
+    'vimco' with objective='elbo', whose gradient is the IWAE bound's), and 'stl' with the
+    IWAE bound and K > 1 warns that it is biased (`BiasedEstimatorWarning`).
 
     Returns:
       (rows, the checkpoint's step).
 
     Raises:
-      ValueError: a run of another family, an unknown estimator, K < 1 or fewer than 2 draws.
+      ValueError: a run of another family, an unknown or refused estimator, K < 1 or fewer
+        than 2 draws.
     """
-    from genjax.objectives import ESTIMATORS
     from genjax.train import Experiment, load_config, restore_state
 
     config = load_config(workdir)
@@ -511,9 +515,6 @@ def measure_run(
             f"--workdir={workdir!r} holds config.model={config.model!r}; the estimators are "
             "those of latent-variable models (config.model='vae')."
         )
-    unknown = sorted(set(estimators) - set(ESTIMATORS))
-    if unknown:
-        raise ValueError(f"estimators {unknown} unknown; allowed: {ESTIMATORS}")
     if min(num_samples) < 1 or num_draws < 2 or batch_size < 1:
         raise ValueError(
             f"num_samples={list(num_samples)} must all be >= 1, num_draws={num_draws} >= 2 "
@@ -521,8 +522,16 @@ def measure_run(
         )
     config.model_config.objective = objective
     experiment = Experiment(config)
-    state = jax.device_get(restore_state(experiment, workdir))
     model = experiment.model
+    for estimator in estimators:
+        for k in num_samples:
+            try:
+                model.check_estimator(estimator, k)
+            except ValueError as error:
+                raise ValueError(
+                    f"{error} (objective={objective!r} is config.model_config.objective here)"
+                ) from None
+    state = jax.device_get(restore_state(experiment, workdir))
     first = next(experiment.dataset.eval_batches("train", batch_size))
     batch = {"x": first["x"], "log_det": first["log_det"]}
 

@@ -466,6 +466,60 @@ class VAENetwork(nn.Module):
         return jax.nn.sigmoid(params) if self.likelihood == "bernoulli" else params[0]
 
 
+def _check_estimator_choice(
+    mc, estimator: str, num_samples: int, estimator_field: str, samples_field: str
+) -> None:
+    """Refuses `estimator` with K = `num_samples` where it cannot estimate the gradient of this
+    model_config's bound, and warns where it estimates it with a bias.
+
+    The one place the family decides; config validation (`VAE._validate_estimator`) and a
+    per-call override (`VAE.check_estimator`: `VAE.estimator_loss`, the gradient SNR of
+    `genjax.evaluate.gradient_snr.measure_run`) all come here. The estimator against the bound
+    (`estimators.check_estimator_for_bound`: dreg/vimco only with the IWAE bound, vimco with
+    K >= 2, a `BiasedEstimatorWarning` for stl with the IWAE bound and K > 1), then against the
+    family: binary latents take only score/vimco, a flow posterior or the closed-form KL only
+    reparam.
+
+    Args:
+      mc: the model_config.
+      estimator: the estimator's name.
+      num_samples: K.
+      estimator_field, samples_field: how messages name the estimator and K, e.g.
+        "config.estimator" and "config.model_config.num_importance_samples".
+
+    Raises:
+      ValueError: naming the fields and the allowed values.
+    """
+    estimator_lib.check_estimator_for_bound(
+        estimator,
+        mc.objective,
+        num_samples,
+        estimator_field=estimator_field,
+        objective_field="config.model_config.objective",
+        samples_field=samples_field,
+    )
+    field = f"{estimator_field}={estimator!r}"
+    if mc.latent_distribution == "bernoulli" and (
+        estimator not in SCORE_ESTIMATORS or mc.posterior_flow != "none"
+    ):
+        raise ValueError(
+            f"{field} with config.model_config.latent_distribution='bernoulli': binary "
+            f"latents cannot be reparameterized; allowed: {estimator_field} in "
+            f"{SCORE_ESTIMATORS}, with posterior_flow='none'."
+        )
+    if mc.posterior_flow != "none" and estimator != "reparam":
+        raise ValueError(
+            f"{field} with config.model_config.posterior_flow={mc.posterior_flow!r}: the "
+            "other estimators evaluate log q at a given z, which needs the flow's inverse; "
+            f"allowed with a flow: {estimator_field}='reparam'."
+        )
+    if mc.analytic_kl and estimator != "reparam":
+        raise ValueError(
+            f"{field} with config.model_config.analytic_kl=True: the closed-form KL is "
+            f"the reparameterized ELBO's; use {estimator_field}='reparam' or analytic_kl=False."
+        )
+
+
 class VAE(GradientModel):
     """The VAE / IWAE family (`config.model = 'vae'`).
 
@@ -540,9 +594,7 @@ class VAE(GradientModel):
     @staticmethod
     def _validate_estimator(config) -> None:
         """The estimator fields, and the estimator against the latents and the objective."""
-        mc, estimator = config.model_config, config.estimator
-        if estimator not in estimator_lib.ESTIMATORS:
-            raise ValueError(f"config.estimator={estimator!r}; allowed: {estimator_lib.ESTIMATORS}")
+        mc = config.model_config
         checks.check_choices(
             mc, {"latent_distribution": LATENT_DISTRIBUTIONS, "score_baseline": SCORE_BASELINES}
         )
@@ -551,42 +603,21 @@ class VAE(GradientModel):
             raise ValueError(
                 f"config.model_config.baseline_decay={mc.baseline_decay!r} must be in [0, 1)."
             )
-        field = f"config.estimator={estimator!r}"
-        if mc.latent_distribution == "bernoulli":
-            if len(mc.latent_sizes) != 1 or mc.architecture != "mlp":
-                raise ValueError(
-                    "config.model_config.latent_distribution='bernoulli' needs one stochastic "
-                    "layer and architecture='mlp'; got latent_sizes="
-                    f"{tuple(mc.latent_sizes)}, architecture={mc.architecture!r}."
-                )
-            if estimator not in SCORE_ESTIMATORS or mc.posterior_flow != "none":
-                raise ValueError(
-                    f"{field} with config.model_config.latent_distribution='bernoulli': binary "
-                    "latents cannot be reparameterized; allowed: config.estimator in "
-                    f"{SCORE_ESTIMATORS}, with posterior_flow='none'."
-                )
-        if mc.posterior_flow != "none" and estimator != "reparam":
+        if mc.latent_distribution == "bernoulli" and (
+            len(mc.latent_sizes) != 1 or mc.architecture != "mlp"
+        ):
             raise ValueError(
-                f"{field} with config.model_config.posterior_flow={mc.posterior_flow!r}: the "
-                "other estimators evaluate log q at a given z, which needs the flow's inverse; "
-                "allowed with a flow: config.estimator='reparam'."
+                "config.model_config.latent_distribution='bernoulli' needs one stochastic "
+                f"layer and architecture='mlp'; got latent_sizes={tuple(mc.latent_sizes)}, "
+                f"architecture={mc.architecture!r}."
             )
-        if mc.analytic_kl and estimator != "reparam":
-            raise ValueError(
-                f"{field} with config.model_config.analytic_kl=True: the closed-form KL is "
-                "the reparameterized ELBO's; use config.estimator='reparam' or analytic_kl=False."
-            )
-        if estimator in ("dreg", "vimco") and mc.objective != "iwae":
-            raise ValueError(
-                f"{field} estimates the gradient of the IWAE bound, but "
-                f"config.model_config.objective={mc.objective!r}; use objective='iwae' (for "
-                "the ELBO: 'stl', 'reparam' or 'score')."
-            )
-        if estimator == "vimco" and mc.num_importance_samples < 2:
-            raise ValueError(
-                f"{field} needs config.model_config.num_importance_samples >= 2 (its baseline "
-                f"for sample k uses the other samples), got {mc.num_importance_samples}."
-            )
+        _check_estimator_choice(
+            mc,
+            config.estimator,
+            mc.num_importance_samples,
+            "config.estimator",
+            "config.model_config.num_importance_samples",
+        )
 
     @staticmethod
     def _validate_flow(mc) -> None:
@@ -707,6 +738,18 @@ class VAE(GradientModel):
     def loss(self, params, extras, batch, keys):
         return self.estimator_loss(params, extras, batch, keys)
 
+    def check_estimator(self, estimator: str, num_samples: int) -> None:
+        """The config's rules (`_check_estimator_choice`) for a per-call override: refuses
+        (ValueError) `estimator` with K = `num_samples` where the configuration would, and
+        warns (`BiasedEstimatorWarning`) where it would.
+
+        Called by `estimator_loss` whenever it is given an override, and by gradient
+        diagnostics before they start (`genjax.evaluate.gradient_snr.measure_run`).
+        """
+        _check_estimator_choice(
+            self.config.model_config, estimator, num_samples, "estimator", "num_samples"
+        )
+
     def estimator_loss(self, params, extras, batch, keys, estimator=None, num_samples=None):
         """-mean_b bound(x_b) -> (loss, (metrics, extras)); its gradient is `estimator`'s.
 
@@ -715,7 +758,8 @@ class VAE(GradientModel):
         (genjax.objectives.estimators):
 
           reparam  pathwise: z = mu + sigma * eps, differentiate log w (Kingma & Welling 2014).
-          stl      pathwise with log q's parameters stopped (Roeder et al. 2017).
+          stl      pathwise with log q's parameters stopped (Roeder et al. 2017); unbiased
+                   for the ELBO, biased for the IWAE bound with k > 1 (a warning says so).
           dreg     doubly reparameterized IWAE gradient (Tucker et al. 2019): encoder terms
                    weighted by w~_k^2 through z, decoder terms by w~_k; two decoder passes.
           score    z stopped, the score function of q times (signal - baseline).
@@ -725,10 +769,18 @@ class VAE(GradientModel):
           params, extras, batch, keys: as `loss`.
           estimator: overrides `config.estimator` (for gradient diagnostics).
           num_samples: overrides `model_config.num_importance_samples`.
+
+        Raises:
+          ValueError: an override the configuration would refuse (`check_estimator`), e.g.
+            'dreg' or 'vimco' with `objective='elbo'`, whose loss would otherwise be the IWAE
+            bound; 'stl' with the IWAE bound and K > 1 warns (`BiasedEstimatorWarning`).
         """
         mc = self.config.model_config
+        overridden = estimator is not None or num_samples is not None
         estimator = self.estimator if estimator is None else estimator
         num_samples = mc.num_importance_samples if num_samples is None else num_samples
+        if overridden:  # the configured pair was checked when the model was built
+            self.check_estimator(estimator, num_samples)
         x, net = batch["x"], self.network
         noise = self._noise(keys, num_samples)
         metrics, baseline_loss = {}, 0.0

@@ -3,6 +3,8 @@ modules)."""
 
 from genjax.objectives.estimators import (
     ESTIMATORS,
+    BiasedEstimatorWarning,
+    check_estimator_for_bound,
     dreg_surrogate,
     learning_signal,
     score_function_surrogate,
@@ -46,6 +48,8 @@ from genjax.objectives.vi import (
 
 __all__ = [
     "ESTIMATORS",
+    "BiasedEstimatorWarning",
+    "check_estimator_for_bound",
     "dreg_surrogate",
     "learning_signal",
     "score_function_surrogate",

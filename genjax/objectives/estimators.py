@@ -46,8 +46,21 @@ must stop differs per estimator:
   ``vimco_surrogate(log_w, log_q)`` with the inputs of ``score``; each sample gets its own
   baseline built from the other K - 1 samples (``vimco_learning_signals``), K >= 2.
 
-Every estimator above is unbiased for the gradient of its bound; they differ in variance.
+``reparam``, ``dreg``, ``score`` and ``vimco`` are unbiased for the gradient of their bound and
+differ in variance. ``stl`` is unbiased for the ELBO's gradient (any K) but BIASED for the IWAE
+bound with K > 1 (Tucker et al. 2019): the term it drops from the IWAE gradient is
+-sum_k w~_k grad_phi log q_phi(z_k | x) with z_k held fixed, and weighted by w~_k, which
+depends on z_k, it no longer has mean zero (for K = 1, w~_1 = 1 and the IWAE bound is the
+ELBO). DReG is the unbiased estimator that keeps STL's vanishing encoder gradient at the exact
+posterior.
+
+Which estimator may estimate which bound is decided in one place, `check_estimator_for_bound`:
+``dreg`` and ``vimco`` are IWAE-bound estimators (refused with the ELBO), ``vimco`` needs K >= 2,
+and ``stl`` with the IWAE bound and K > 1 is accepted (e.g. for an ablation) with a
+`BiasedEstimatorWarning` that names the bias.
 """
+
+import warnings
 
 import chex
 import jax
@@ -59,6 +72,73 @@ ESTIMATORS = ("reparam", "stl", "dreg", "score", "vimco")
 # Estimators that differentiate through the sample z(eps, phi), so q must be reparameterizable.
 REPARAMETERIZED_ESTIMATORS = ("reparam", "stl", "dreg")
 SCORE_FUNCTION_OBJECTIVES = ("elbo", "iwae")
+# Estimators of the IWAE bound's gradient only: with the ELBO they would change the objective.
+IWAE_ONLY_ESTIMATORS = ("dreg", "vimco")
+
+
+def _check_objective(objective: str, field: str = "objective") -> None:
+    """Refuses an objective other than 'elbo' or 'iwae', naming it as ``field``."""
+    if objective not in SCORE_FUNCTION_OBJECTIVES:
+        raise ValueError(f"{field}={objective!r}; allowed: {SCORE_FUNCTION_OBJECTIVES}")
+
+
+class BiasedEstimatorWarning(UserWarning):
+    """An estimator used where its expectation is not the gradient of the bound (STL on the IWAE
+    bound with K > 1)."""
+
+
+def check_estimator_for_bound(
+    estimator: str,
+    objective: str,
+    num_samples: int,
+    estimator_field: str = "estimator",
+    objective_field: str = "objective",
+    samples_field: str = "num_samples",
+) -> None:
+    """Refuses an estimator that does not estimate the gradient of ``objective`` with K samples,
+    and warns where it estimates it with a bias.
+
+    The rules: ``estimator`` in ``ESTIMATORS`` and ``objective`` in ('elbo', 'iwae'); ``dreg``
+    and ``vimco`` estimate the IWAE bound's gradient, so the ELBO is refused (a caller would
+    otherwise train or measure the IWAE bound under the ELBO's name); ``vimco`` needs K >= 2;
+    ``stl`` with the IWAE bound and K > 1 is biased (see the module docstring) and is accepted
+    with a `BiasedEstimatorWarning`, so an ablation can still run it.
+
+    Args:
+      estimator: the estimator's name.
+      objective: 'elbo' or 'iwae', the bound whose gradient is wanted.
+      num_samples: K, the importance samples per example.
+      estimator_field, objective_field, samples_field: how the messages name the three
+        settings, e.g. "config.estimator" or "config.model_config.objective".
+
+    Raises:
+      ValueError: an unknown name, or a combination above that is refused; the message names
+        the fields and the allowed values.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"{estimator_field}={estimator!r}; allowed: {ESTIMATORS}")
+    _check_objective(objective, objective_field)
+    if estimator in IWAE_ONLY_ESTIMATORS and objective != "iwae":
+        raise ValueError(
+            f"{estimator_field}={estimator!r} estimates the gradient of the IWAE bound, but "
+            f"{objective_field}={objective!r}; use {objective_field}='iwae' (for the ELBO: "
+            "'reparam', 'stl' or 'score')."
+        )
+    if estimator == "vimco" and num_samples < 2:
+        raise ValueError(
+            f"{estimator_field}='vimco' needs {samples_field} >= 2 (its baseline for sample k "
+            f"uses the other samples), got {num_samples}."
+        )
+    if estimator == "stl" and objective == "iwae" and num_samples > 1:
+        warnings.warn(
+            f"{estimator_field}='stl' with {objective_field}='iwae' and {samples_field}="
+            f"{num_samples}: STL is a BIASED estimator of the IWAE bound's gradient for K > 1 "
+            "(the score term it drops has nonzero mean once weighted by w~_k; Tucker et al. "
+            "2019); use 'dreg' for an unbiased gradient with STL's low variance, or "
+            f"{objective_field}='elbo'.",
+            BiasedEstimatorWarning,
+            stacklevel=2,
+        )
 
 
 def _value_with_gradient_of(value: jax.Array, surrogate: jax.Array) -> jax.Array:
@@ -75,12 +155,6 @@ def _check_log_w_and_log_q(log_w: jax.Array, log_q: jax.Array, axis: int) -> Non
     """Asserts that the log weights and log q have one shape with a non-empty sample axis."""
     chex.assert_equal_shape([log_w, log_q])
     chex.assert_axis_dimension_gt(log_w, axis, 0)
-
-
-def _check_objective(objective: str) -> None:
-    """Refuses an objective other than 'elbo' or 'iwae'."""
-    if objective not in SCORE_FUNCTION_OBJECTIVES:
-        raise ValueError(f"objective={objective!r}; allowed: {SCORE_FUNCTION_OBJECTIVES}")
 
 
 def _bound(log_w: jax.Array, objective: str, axis: int) -> jax.Array:

@@ -6,8 +6,10 @@ estimator reports the same bound and the same generative-model gradient, and tha
 gradients agree in expectation.
 """
 
+import functools
 import json
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,7 @@ from configs import rbm as rbm_configs
 from configs import vae as vae_configs
 from genjax.data.pipeline import DataSpec
 from genjax.models.vae import VAE
-from genjax.objectives import iwae_bound
+from genjax.objectives import BiasedEstimatorWarning, elbo, iwae_bound
 from genjax.train import config as config_lib
 from genjax.train import loop
 from genjax.train.state import TrainState
@@ -212,6 +214,77 @@ def test_incompatible_estimator_settings_are_refused_by_name(estimator, fields, 
         VAE.validate_config(config)
     with pytest.raises(config_lib.ConfigError, match="config.estimator|config.model_config"):
         config_lib.validate(config)
+
+
+def _trace_loss(model, **override):
+    """Traces `estimator_loss` with an override on abstract inputs (jax.eval_shape, nothing
+    computed): its checks and warnings run at trace time."""
+    params, extras = jax.eval_shape(model.init, jax.random.key(0), X)
+    keys = jax.random.split(jax.random.key(1), 2)
+    loss = functools.partial(model.estimator_loss, **override)
+    return jax.eval_shape(loss, params, extras, BATCH, keys)
+
+
+@pytest.mark.parametrize(
+    "estimator, fields, num_samples, message",
+    [
+        ("dreg", {"objective": "elbo"}, None, "estimator='dreg' estimates the gradient of the"),
+        ("vimco", {"objective": "elbo"}, None, "objective='elbo'; use"),
+        ("vimco", {"objective": "iwae"}, 1, r"'vimco' needs num_samples >= 2.*got 1"),
+        ("fancy", {}, None, r"estimator='fancy'; allowed"),
+        ("stl", {"analytic_kl": True}, None, "analytic_kl=True"),
+    ],
+)
+def test_an_estimator_override_is_refused_where_the_config_would_be(
+    estimator, fields, num_samples, message
+):
+    """`estimator_loss(estimator=...)` applies the config's rules: with objective='elbo' the
+    IWAE-bound estimators once silently computed the IWAE bound (loss 8.705 against the ELBO's
+    9.570 in the review), and an unknown name silently ran the score function."""
+    model = _model("reparam", num_importance_samples=4, **fields)
+    with pytest.raises(ValueError, match=message):
+        _trace_loss(model, estimator=estimator, num_samples=num_samples)
+
+
+@pytest.mark.parametrize(
+    "objective, estimators",
+    [("elbo", ("stl", "score")), ("iwae", ("dreg", "vimco"))],
+)
+def test_an_accepted_override_keeps_the_configured_objective(objective, estimators):
+    """Whatever the override, the loss is minus the configured bound of the same draws."""
+    model = _model("reparam", objective=objective, num_importance_samples=4)
+    params, extras = model.init(jax.random.key(0), X)
+    keys = jax.random.split(jax.random.key(1), 2)
+    log_w = model.log_weights(params, X, keys, 3)["log_w"]
+    bound = iwae_bound(log_w) if objective == "iwae" else elbo(log_w)
+    for estimator in estimators:
+        loss, _ = model.estimator_loss(
+            params, extras, BATCH, keys, estimator=estimator, num_samples=3
+        )
+        np.testing.assert_allclose(loss, -np.mean(bound), rtol=1e-6, err_msg=estimator)
+
+
+def test_stl_with_the_iwae_bound_warns_on_every_path():
+    """STL is biased for the IWAE bound with k > 1 (tests/objectives/test_estimators.py): the
+    config, an override of the estimator and an override of k all warn, naming the bias; k = 1
+    (the ELBO) and the ELBO with any k do not."""
+    biased = _config("stl", objective="iwae", num_importance_samples=3)
+    with pytest.warns(BiasedEstimatorWarning, match=r"config.estimator='stl'.*BIASED"):
+        VAE.validate_config(biased)
+    with pytest.warns(BiasedEstimatorWarning, match=r"num_importance_samples=3"):
+        config_lib.validate(biased)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VAE.validate_config(_config("stl", objective="iwae", num_importance_samples=1))
+        VAE.validate_config(_config("stl", objective="elbo", num_importance_samples=3))
+        stl_k1 = _model("stl", objective="iwae", num_importance_samples=1)
+        _trace_loss(stl_k1)
+        _trace_loss(_model("reparam", objective="elbo"), estimator="stl", num_samples=4)
+    with pytest.warns(BiasedEstimatorWarning, match=r"estimator='stl'.*num_samples=4"):
+        _trace_loss(stl_k1, num_samples=4)
+    reparam = _model("reparam", objective="iwae", num_importance_samples=4)
+    with pytest.warns(BiasedEstimatorWarning, match=r"estimator='stl'.*num_samples=4"):
+        _trace_loss(reparam, estimator="stl")
 
 
 def test_other_families_accept_only_their_own_gradient():
