@@ -1,11 +1,16 @@
 """Train every family's default image config on one dataset at one budget, then write one table
-(test NLL with its estimator, Fréchet distance, precision/recall, train time, steps/s) and one
-figure of samples.
+(test NLL with its estimator, Fréchet distance, precision/recall, steps reached, train time,
+steps/s) and one figure of samples.
 
-  python -m experiments.leaderboard                                  # mnist5k, 1,000 steps
+  python -m experiments.leaderboard                                  # mnist5k, 5 minutes each
+  python -m experiments.leaderboard --budget=steps:1000              # 1,000 steps each
   python -m experiments.leaderboard --dataset=binarized_mnist        # networked machine
-  python -m experiments.leaderboard --models=vae,iwae --num_steps=200 --parallel=2 \
+  python -m experiments.leaderboard --models=vae,iwae --budget=steps:200 --parallel=2 \
       --workdir=runs/leaderboard_small --out=experiments/results
+
+`--budget` is wall time per run (`minutes:M`, `seconds:S`: every run trains until the trainer's
+clock has counted that much, on this machine, one run at a time) or steps per run (`steps:N`);
+genjax/train/leaderboard.py says what each means for schedules and staged families.
 
 `--models` picks runs by name (rbm, dbn, dbm, nade, made, pixelcnn, vae, iwae, vae_flow, realnvp,
 glow, maf, dcgan). Launching again into the same --workdir resumes: finished runs are skipped.
@@ -21,14 +26,19 @@ from absl import app, flags
 from genjax.train import leaderboard, sweep
 
 _DATASET = flags.DEFINE_string("dataset", "mnist5k", "config.dataset of every run.")
-_NUM_STEPS = flags.DEFINE_integer("num_steps", 1000, "Training steps of every run.")
+_BUDGET = flags.DEFINE_string(
+    "budget",
+    "minutes:5",
+    "Every run's budget: wall time ('minutes:M', 'seconds:S'; needs --parallel=1) or steps "
+    "('steps:N').",
+)
 _SAMPLE_QUALITY_SAMPLES = flags.DEFINE_integer(
     "sample_quality_samples", 1000, "Samples scored by Fréchet distance, precision/recall."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "config.seed of every run.")
 _MODELS = flags.DEFINE_list("models", None, "Run names to train (default: all).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/leaderboard", "Root: one directory per run.")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once (steps budgets only).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs' commands and exit.")
 _OUT = flags.DEFINE_string("out", None, "Directory to copy the results into (optional).")
 
@@ -39,15 +49,21 @@ def main(argv):
     try:
         if _PARALLEL.value < 1:
             raise leaderboard.LeaderboardError("--parallel must be at least 1")
+        budget = leaderboard.parse_budget(_BUDGET.value)
+        if budget.is_time and _PARALLEL.value != 1:
+            raise leaderboard.LeaderboardError(
+                f"--parallel={_PARALLEL.value} with --budget={_BUDGET.value}: a wall-time budget "
+                "needs --parallel=1 (runs launched together share the CPU cores)"
+            )
         entries = leaderboard.select_entries(leaderboard.ENTRIES, _MODELS.value)
         specs = leaderboard.leaderboard_runs(
-            entries, _DATASET.value, _NUM_STEPS.value, _SAMPLE_QUALITY_SAMPLES.value, _SEED.value
+            entries, _DATASET.value, budget, _SAMPLE_QUALITY_SAMPLES.value, _SEED.value
         )
         not_applicable = leaderboard.check_runs(specs, root)
         description = dict(
             command=sys.argv,
             dataset=_DATASET.value,
-            num_steps=_NUM_STEPS.value,
+            budget=str(budget),
             sample_quality_samples=_SAMPLE_QUALITY_SAMPLES.value,
             seed=_SEED.value,
         )

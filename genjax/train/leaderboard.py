@@ -1,18 +1,34 @@
-"""A leaderboard: every family's default image config trained on one dataset at one fixed budget,
-then one table and one figure of samples (`python -m experiments.leaderboard`).
+"""A leaderboard: every family's default image config trained on one dataset at one budget, in
+wall time or in steps, then one table and one figure of samples (`python -m
+experiments.leaderboard`).
 
-  python -m experiments.leaderboard                              # mnist5k, 1,000 steps each
+  python -m experiments.leaderboard                              # mnist5k, 5 minutes each
+  python -m experiments.leaderboard --budget=steps:1000          # 1,000 steps each
   python -m experiments.leaderboard --dataset=binarized_mnist    # on a networked machine
-  python -m experiments.leaderboard --models=vae,iwae --num_steps=200 --workdir=runs/lb_small
+  python -m experiments.leaderboard --models=vae,iwae --budget=minutes:1 --workdir=runs/lb_small
 
 Each entry of `ENTRIES` is trained by `experiments.train` (launched and resumed by
-`genjax.train.sweep.execute`) with the same dataset, number of steps, seed and number of scored
-samples; everything else (architecture, batch size, optimizer, preprocessing) is the config's
-own, so the rows share a budget in steps, not in compute. The monitoring evaluation and the
-periodic sample grids are switched off; the trainer's final evaluation writes each run's
-eval.json (test NLL with its estimator, Fréchet distance and precision/recall of the samples)
-and its final samples grid. Staged families (DBN, DBM) get their `stage_steps` scaled to the
-budget in proportion (`scale_stage_steps`).
+`genjax.train.sweep.execute`) with the same dataset, budget, seed and number of scored samples;
+everything else (architecture, batch size, optimizer, preprocessing) is the config's own. The
+budget (`Budget`, `parse_budget`) is either
+
+  - wall time (`minutes:M`, `seconds:S`): every run gets `config.max_train_seconds` and trains
+    until the trainer's clock has counted that much (`genjax.train.loop.TrainClock`: the train
+    loop including compilation, not evaluation, sampling or checkpoints), reporting the steps
+    it reached. `config.num_steps` is `TIME_BUDGET_NUM_STEPS`, far beyond any family's reach,
+    so learning-rate schedules defined over num_steps (cosine, exponential) hardly decay.
+    Staged families (DBN, DBM) count their stages in steps, so they keep their config's own
+    `stage_steps` and `num_steps`: the budget may end them inside a stage, or they finish
+    their stages before it (the table marks such rows). The rows share wall time on one
+    machine, so launch them one at a time (`--parallel=1`);
+  - steps (`steps:N`): every run trains `num_steps=N`; staged families get their `stage_steps`
+    scaled to N in proportion (`scale_stage_steps`). The rows share a budget in steps, not in
+    compute.
+
+The monitoring evaluation and the periodic sample grids are switched off; the trainer's final
+evaluation writes each run's eval.json (test NLL with its estimator, Fréchet distance and
+precision/recall of the samples, the steps reached and the training time) and its final samples
+grid.
 
 Left out: the Hopfield network (`configs/hopfield.py`) is an associative memory: it has no
 likelihood and no generative sampler whose samples could be scored, so it has nothing to put in
@@ -50,6 +66,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import ml_collections
 import numpy as np
@@ -94,7 +111,10 @@ COLUMNS = (
     "dataset",
     "data",
     "seed",
+    "max_train_seconds",
+    "num_steps",
     "steps",
+    "stopped_by",
     "batch_size",
     "test_nll_nats",
     "test_nll_stderr",
@@ -110,11 +130,19 @@ COLUMNS = (
     "feature_network",
     "train_seconds",
     "steps_per_sec",
+    "train_machine",
     "samples",
 )
 # The eval.json fields a row copies (eval.json's "model" and "dataset" name the family and the
 # data, not the row's label).
-_RESULT_KEYS = COLUMNS[COLUMNS.index("test_nll_nats") : COLUMNS.index("train_seconds")]
+_RESULT_KEYS = (
+    *COLUMNS[COLUMNS.index("test_nll_nats") : COLUMNS.index("train_seconds")],
+    "stopped_by",
+    "train_machine",
+)
+# config.num_steps of a run under a wall-time budget: a cap that no family reaches first.
+TIME_BUDGET_NUM_STEPS = 1_000_000
+BUDGET_KINDS = ("minutes", "seconds", "steps")
 _TRAINER_ERROR_PREFIX = "error: "  # experiments/train.py exits with "error: <ConfigError>"
 _LAUNCH_MARKER = " sweep launch: "  # the line `sweep.execute` writes before every launch
 _FIGURE_COLUMNS = 4
@@ -122,6 +150,47 @@ _FIGURE_COLUMNS = 4
 
 class LeaderboardError(sweep.SweepError):
     """An invalid leaderboard request (models, budget), found before anything is written."""
+
+
+class Budget(NamedTuple):
+    """What every run of a leaderboard gets: `kind` "minutes" or "seconds" (wall time) or
+    "steps", and `amount` of it."""
+
+    kind: str
+    amount: float
+
+    @property
+    def is_time(self) -> bool:
+        return self.kind != "steps"
+
+    @property
+    def seconds(self) -> float:
+        """The wall-time budget in seconds (`config.max_train_seconds`); 0.0 for steps."""
+        return {"minutes": 60.0, "seconds": 1.0}.get(self.kind, 0.0) * self.amount
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.amount:g}"
+
+
+def parse_budget(text: str) -> Budget:
+    """`--budget`: "minutes:M" or "seconds:S" (a positive number) or "steps:N" (a positive
+    integer), e.g. "minutes:5" -> Budget("minutes", 5.0), "steps:1000" -> Budget("steps", 1000).
+
+    Raises:
+      LeaderboardError: naming --budget and the allowed forms.
+    """
+    kind, _, amount = text.strip().partition(":")
+    allowed = "'minutes:M', 'seconds:S' or 'steps:N' (e.g. 'minutes:5', 'steps:1000')"
+    if kind not in BUDGET_KINDS:
+        raise LeaderboardError(f"--budget={text!r}: unknown kind {kind!r}; allowed: {allowed}")
+    try:
+        value = int(amount) if kind == "steps" else float(amount)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        unit = "a positive integer" if kind == "steps" else "a positive number"
+        raise LeaderboardError(f"--budget={text!r}: {kind} must be {unit}; allowed: {allowed}")
+    return Budget(kind, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,22 +266,24 @@ def absolute_config(config_arg: str) -> str:
 def leaderboard_runs(
     entries: Sequence[tuple[str, str]],
     dataset: str,
-    num_steps: int,
+    budget: Budget | int,
     sample_quality_samples: int,
     seed: int,
 ) -> list[sweep.RunSpec]:
-    """One `RunSpec` per entry: its default config on `dataset` at the budget `num_steps`.
+    """One `RunSpec` per entry: its default config on `dataset` at `budget`.
 
-    Overrides, in order: dataset, num_steps, model_config.stage_steps (staged families only,
-    `scale_stage_steps`), eval_every=0 (no monitoring evaluation: the final one writes
-    eval.json), sample_every=0 (the final samples grid only), checkpoint_every=num_steps,
+    Overrides, in order: dataset, num_steps (a steps budget's N; under a time budget
+    `TIME_BUDGET_NUM_STEPS`, or a staged family's own num_steps), model_config.stage_steps
+    (staged families under a steps budget only, `scale_stage_steps`), max_train_seconds (time
+    budgets only), eval_every=0 (no monitoring evaluation: the final one writes eval.json),
+    sample_every=0 (the final samples grid only), checkpoint_every=num_steps,
     log_every=min(100, num_steps), sample_quality_samples, seed.
 
     Args:
       entries: (label, config argument) pairs, e.g. `ENTRIES`; relative config paths are
         resolved against the repository root (the RunSpec holds the absolute path).
       dataset: `config.dataset` of every run, e.g. "mnist5k".
-      num_steps: training steps of every run.
+      budget: a `Budget`; an int N is `Budget("steps", N)`.
       sample_quality_samples: samples scored by Fréchet distance and precision/recall (0: none).
       seed: `config.seed` of every run.
 
@@ -221,10 +292,12 @@ def leaderboard_runs(
 
     Raises:
       LeaderboardError: a non-positive budget, a sample count the scorer refuses, two entries
-        with one run name, or a budget below a staged family's number of stages.
+        with one run name, or a steps budget below a staged family's number of stages.
     """
-    if num_steps < 1:
-        raise LeaderboardError(f"--num_steps={num_steps} must be at least 1")
+    if not isinstance(budget, Budget):
+        budget = Budget("steps", budget)
+    if budget.kind not in BUDGET_KINDS or not budget.amount > 0:
+        raise LeaderboardError(f"--budget={budget} must be a positive amount of {BUDGET_KINDS}")
     if sample_quality_samples and sample_quality_samples < sample_scorer.MIN_SAMPLES:
         raise LeaderboardError(
             f"--sample_quality_samples={sample_quality_samples} must be 0 (none) or at least "
@@ -238,10 +311,17 @@ def leaderboard_runs(
     for (label, config_arg), name in zip(entries, names, strict=True):
         config_path = absolute_config(config_arg)
         config = sweep.load_config_file(config_path)
+        staged = "stage_steps" in config.model_config
+        if not budget.is_time:
+            num_steps = int(budget.amount)
+        else:  # a staged family's stages count steps: its own stay
+            num_steps = config.num_steps if staged else TIME_BUDGET_NUM_STEPS
         overrides = [("dataset", dataset), ("num_steps", num_steps)]
-        if "stage_steps" in config.model_config:
+        if staged and not budget.is_time:
             stages = scale_stage_steps(config.model_config.stage_steps, num_steps)
             overrides.append(("model_config.stage_steps", stages))
+        if budget.is_time:
+            overrides.append(("max_train_seconds", budget.seconds))
         overrides += [
             ("eval_every", 0),
             ("sample_every", 0),
@@ -406,12 +486,15 @@ def leaderboard_rows(
       `sweep.run_status`, or "not applicable": found before launch, or a launch that exited
       with the trainer's configuration error) and "reason" (the message, or the log of a
       failed or unfinished run); "dataset", "seed", "batch_size" and "data" (`data_kind`) from
-      the run's saved config (the planned one before it starts); "steps" (eval.json's step,
-      else the budget); eval.json's test NLL fields, "nll_estimator" (NO_LIKELIHOOD for a
-      family without one, e.g. a GAN) and sample-quality fields; "train_seconds"
-      (`training_seconds`), "steps_per_sec" (the median logged rate) and "samples" (the
-      latest samples grid, relative to `root`, so the table stays true when the root is moved
-      or copied). Missing values are None.
+      the run's saved config (the planned one before it starts), and from it
+      "max_train_seconds" (the time budget, None for none) and "num_steps"; "steps" (the
+      steps reached: eval.json's step, else num_steps under a steps budget, else None);
+      eval.json's test NLL fields, "nll_estimator" (NO_LIKELIHOOD for a family without one,
+      e.g. a GAN), sample-quality fields, "stopped_by" ("num_steps" or "max_train_seconds")
+      and "train_machine"; "train_seconds" (eval.json's, the trainer's clock; for runs from
+      before it, `training_seconds` of the metric log), "steps_per_sec" (the median logged
+      rate) and "samples" (the latest samples grid, relative to `root`, so the table stays
+      true when the root is moved or copied). Missing values are None.
     """
     not_applicable = dict(not_applicable or {})
     rows = []
@@ -428,6 +511,8 @@ def leaderboard_rows(
         results = {}
         if status == "finished":
             results = _read_json(os.path.join(run_dir, sweep.EVAL_FILE)) or {}
+        time_budget = config.get("max_train_seconds", 0.0)
+        planned_steps = None if time_budget else config.num_steps  # reached: unknown before
         row = dict.fromkeys(COLUMNS)
         row.update(
             model=labels[spec.name],
@@ -438,14 +523,18 @@ def leaderboard_rows(
             dataset=config.dataset,
             data=data_kind(config.preprocess),
             seed=config.seed,
-            steps=results.get("step", config.num_steps),
+            max_train_seconds=time_budget or None,
+            num_steps=config.num_steps,
+            steps=results.get("step", planned_steps),
             batch_size=config.batch_size,
         )
         row.update((key, results[key]) for key in _RESULT_KEYS if key in results)
         if status == "finished":
             row["nll_estimator"] = results.get("nll_estimator", NO_LIKELIHOOD)
             row["samples"] = _latest_samples(root, spec.name)
-        row["train_seconds"] = training_seconds(os.path.join(run_dir, "metrics.jsonl"))
+        row["train_seconds"] = results.get("train_seconds")
+        if not _is_positive(row["train_seconds"]):  # a run from before the trainer's clock
+            row["train_seconds"] = training_seconds(os.path.join(run_dir, "metrics.jsonl"))
         row["steps_per_sec"] = collected.get("steps_per_sec")
         rows.append(row)
     return rows
@@ -500,8 +589,57 @@ def _distinct(rows: Sequence[Mapping], key: str) -> str:
     return ", ".join(str(value) for value in values) if values else "—"
 
 
+def _is_time_budgeted(rows: Sequence[Mapping]) -> bool:
+    return any(row["max_train_seconds"] for row in rows)
+
+
+def _budget_cell(row: Mapping) -> str:
+    """ "5 min" (a wall-time budget), "1,000 steps" (a steps budget) or "—"."""
+    seconds = row["max_train_seconds"]
+    if seconds:
+        return f"{seconds / 60:g} min" if seconds % 60 == 0 else f"{seconds:g} s"
+    return f"{row['num_steps']:,} steps" if _is_number(row["num_steps"]) else "—"
+
+
+def _steps_cell(row: Mapping) -> str:
+    """The steps reached and the batch, "12,345 (100)"; ‡ marks a run with a time budget that
+    reached its num_steps first."""
+    steps = f"{row['steps']:,}" if _is_number(row["steps"]) else "—"
+    mark = " ‡" if _finished_early(row) else ""
+    return f"{steps} ({row['batch_size']}){mark}"
+
+
+def _finished_early(row: Mapping) -> bool:
+    return bool(row["max_train_seconds"]) and row["stopped_by"] == "num_steps"
+
+
+def _setup_sentence(rows: Sequence[Mapping]) -> str:
+    seed = _distinct(rows, "seed")
+    if not _is_time_budgeted(rows):
+        return (
+            f"Each family's default config trained for {_distinct(rows, 'steps')} steps at the "
+            f"config's own batch size (column 'steps reached (batch)') with seed {seed}, then "
+            "evaluated by the trainer's final protocol on the test split "
+            "(`python -m experiments.leaderboard --budget=steps:N`). The rows share a budget in "
+            "steps, not in compute: architectures, batch sizes and optimizers are the configs' "
+            "own."
+        )
+    budgets = ", ".join(
+        dict.fromkeys(_budget_cell(row) for row in rows if row["max_train_seconds"])
+    )
+    machines = _distinct(rows, "train_machine")
+    machine = f"one machine ({machines})" if machines != "—" else "one machine"
+    return (
+        f"Each family's default config trained for {budgets} of wall time on {machine}, one "
+        f"run at a time, at the config's own batch size with seed {seed}, then evaluated by the "
+        "trainer's final protocol on the test split (`python -m experiments.leaderboard "
+        "--budget=minutes:M`). The rows share a budget in wall time on this machine, not in "
+        "steps: column 'steps reached (batch)' gives the steps each family reached in it. "
+        "Architectures, batch sizes and optimizers are the configs' own."
+    )
+
+
 def _header_lines(rows: Sequence[Mapping]) -> list[str]:
-    budgets = _distinct(rows, "steps")
     scored = [row for row in rows if row["feature_network"]]
     if scored:
         quality = (
@@ -515,11 +653,7 @@ def _header_lines(rows: Sequence[Mapping]) -> list[str]:
     return [
         f"# Leaderboard: {_distinct(rows, 'dataset')}",
         "",
-        f"Each family's default config trained for {budgets} steps at the config's own batch "
-        f"size (column 'steps (batch)') with seed {_distinct(rows, 'seed')}, then evaluated by "
-        "the trainer's final protocol on the test split (`python -m experiments.leaderboard`). "
-        "The rows share a budget in steps, not in compute: architectures, batch sizes and "
-        "optimizers are the configs' own.",
+        _setup_sentence(rows),
         "",
         quality,
         "",
@@ -536,7 +670,8 @@ _TABLE_HEADER = (
     "FD",
     "precision",
     "recall",
-    "steps (batch)",
+    "budget",
+    "steps reached (batch)",
     "train time",
     "steps/s",
 )
@@ -551,10 +686,53 @@ _NOTES = (
     "log Z on average, so the NLL leans optimistic), 'iwae-K' (the importance-weighted bound "
     "with K samples: an upper bound on the NLL in expectation), and '... bound (... log Z)' "
     "(a variational bound of a DBN or DBM: an upper bound on the NLL up to the error of log Z).",
-    "Train time: the sum over logged intervals of steps / (steps/s), training steps only "
-    "(evaluation, sampling and checkpoints excluded); the first interval includes compiling "
-    "the train step. steps/s: the median over the logged intervals.",
+    "Train time: the trainer's train clock (eval.json's `train_seconds`, which a time budget "
+    "counts): the train loop's wall time, compiling the train step included, evaluation, "
+    "sampling and checkpoints excluded (for runs from before the clock: the sum over logged "
+    "intervals of steps / (steps/s)). steps/s: the median over the logged intervals.",
 )
+
+
+def _time_budget_notes(rows: Sequence[Mapping]) -> list[str]:
+    """The notes a wall-time budget needs: where training stops, the schedules, staged and
+    early-finished rows."""
+    capped = [row for row in rows if row["max_train_seconds"] and row["num_steps"]]
+    uncapped = [row for row in capped if row["num_steps"] == TIME_BUDGET_NUM_STEPS]
+    reached = [row["steps"] / row["num_steps"] for row in uncapped if _is_number(row["steps"])]
+    notes = [
+        "Budget: training stops at the first step after the train clock reaches the budget "
+        "(the steps still in flight then finish, so a run may pass it by a step or two); the "
+        "final evaluation, sampling and checkpoint follow, outside it. Runs launched together "
+        "would share the CPU cores, so the leaderboard's runs are trained one at a time; the "
+        "steps reached still depend on the machine and on whatever else it ran meanwhile."
+    ]
+    if uncapped:
+        note = (
+            f"Learning-rate schedules span config.num_steps = {TIME_BUDGET_NUM_STEPS:,}, far "
+            "beyond the steps reached, so the configs' decays barely progress"
+        )
+        if reached:
+            most = max(reached)
+            note += (
+                f": at most {most:.1%} of the span here, where a cosine decay keeps "
+                f"{0.5 * (1 + math.cos(math.pi * most)):.0%} of its initial rate and an "
+                f"exponential decay to a tenth over the span (the VAE's) {10**-most:.0%}"
+            )
+        notes.append(note + ".")
+    staged = [row for row in capped if row["num_steps"] != TIME_BUDGET_NUM_STEPS]
+    if staged:
+        names = ", ".join(f"{row['model']} {row['num_steps']:,}" for row in staged)
+        notes.append(
+            "Staged families count their stages in steps, so they keep their configs' own "
+            f"stage_steps and num_steps ({names}); the budget may end them inside a stage."
+        )
+    early = [row["model"] for row in rows if _finished_early(row)]
+    if early:
+        notes.append(
+            f"‡ ({', '.join(early)}): reached its num_steps before the budget, so it trained "
+            "for less than the budget (its train time says how long)."
+        )
+    return notes
 
 
 def markdown_table(rows: Sequence[Mapping]) -> str:
@@ -575,12 +753,15 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
             _number(row["frechet_distance"], ".3g"),
             _number(row["precision"], ".3f"),
             _number(row["recall"], ".3f"),
-            f"{row['steps']:,} ({row['batch_size']})",
+            _budget_cell(row),
+            _steps_cell(row),
             _duration(row["train_seconds"]),
             _number(row["steps_per_sec"], ".3g"),
         ]
         lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
     notes = list(_NOTES)
+    if _is_time_budgeted(rows):
+        notes += _time_budget_notes(rows)
     heavy = [row["model"] for row in rows if row["status"] == "finished" and _heavy_tailed(row)]
     if heavy:
         notes.append(

@@ -8,6 +8,7 @@ models for 3 steps each.
 """
 
 import csv
+import io
 import json
 import os
 import re
@@ -91,19 +92,63 @@ def test_leaderboard_runs_set_the_budget_on_every_entry():
         _overrides(short[0])["log_every"] == 30 and _overrides(short[0])["checkpoint_every"] == 30
     )
     for bad, message in (
-        (dict(num_steps=0), "--num_steps=0"),
+        (dict(budget=0), "--budget=steps:0 must be a positive amount"),
+        (dict(budget=leaderboard.Budget("minutes", -1.0)), "--budget=minutes:-1 must be"),
         (dict(sample_quality_samples=5), "at least 10"),
-        (dict(num_steps=2, entries=[("DBM", "configs/dbm.py")]), "fewer than the 3"),
+        (dict(budget=2, entries=[("DBM", "configs/dbm.py")]), "fewer than the 3"),
     ):
         arguments = dict(
             entries=leaderboard.ENTRIES[:1],
             dataset="mnist5k",
-            num_steps=10,
+            budget=10,
             sample_quality_samples=50,
             seed=0,
         )
         with pytest.raises(leaderboard.LeaderboardError, match=message):
             leaderboard.leaderboard_runs(**{**arguments, **bad})
+
+
+def test_parse_budget_reads_time_and_steps():
+    five_minutes = leaderboard.parse_budget("minutes:5")
+    assert five_minutes == leaderboard.Budget("minutes", 5.0)
+    assert five_minutes.is_time and five_minutes.seconds == 300.0
+    assert str(five_minutes) == "minutes:5"
+    assert leaderboard.parse_budget("seconds:2.5").seconds == 2.5
+    steps = leaderboard.parse_budget("steps:1000")
+    assert steps == leaderboard.Budget("steps", 1000) and type(steps.amount) is int
+    assert not steps.is_time and steps.seconds == 0.0
+    for text, message in (
+        ("hours:1", "unknown kind 'hours'; allowed: 'minutes:M', 'seconds:S' or 'steps:N'"),
+        ("1000", "unknown kind '1000'"),
+        ("steps:1.5", "steps must be a positive integer"),
+        ("steps:0", "steps must be a positive integer"),
+        ("minutes:0", "minutes must be a positive number"),
+        ("minutes:nan", "minutes must be a positive number"),
+        ("seconds:", "seconds must be a positive number"),
+    ):
+        with pytest.raises(leaderboard.LeaderboardError, match=re.escape(message)):
+            leaderboard.parse_budget(text)
+
+
+def test_leaderboard_runs_under_a_time_budget():
+    """Every run gets max_train_seconds and the num_steps cap; DBN and DBM keep their own
+    stages (8,000 steps each), since their stages count steps."""
+    budget = leaderboard.Budget("minutes", 5.0)
+    specs = leaderboard.leaderboard_runs(leaderboard.ENTRIES, "mnist5k", budget, 1000, 0)
+    assert [spec.name for spec in specs] == ALL_NAMES
+    for spec in specs:
+        overrides = _overrides(spec)
+        num_steps = 8000 if spec.name in ("dbn", "dbm") else leaderboard.TIME_BUDGET_NUM_STEPS
+        assert overrides["max_train_seconds"] == 300.0, spec.name
+        assert overrides["num_steps"] == overrides["checkpoint_every"] == num_steps, spec.name
+        assert overrides["log_every"] == 100 and overrides["eval_every"] == 0, spec.name
+        assert "model_config.stage_steps" not in overrides, spec.name
+        if spec.name in ("dbn", "dbm", "vae"):  # the trainer accepts the stages and the cap
+            config = sweep.apply_overrides(sweep.load_config_file(spec.config), spec.overrides)
+            config_lib.validate(config, None, device_count=1, process_count=1)
+    # A steps budget sets no time budget: its runs are the ones launched before there was one.
+    steps = leaderboard.leaderboard_runs(leaderboard.ENTRIES, "mnist5k", 1000, 1000, 0)
+    assert not any("max_train_seconds" in _overrides(spec) for spec in steps)
 
 
 def test_scale_stage_steps_sums_to_the_budget_in_proportion():
@@ -381,19 +426,20 @@ def test_write_leaderboard_table_notes_and_figure(finished_leaderboard, tmp_path
     assert models == ["DBN", "NADE", "MADE", "VAE", "RealNVP", "Glow", "MAF", "DCGAN"]
     assert (
         "| VAE | `configs/vae.py` | binarized | 103.6 ± 1.0 | 0.1907 | iwae-5000 | 12.3 | 0.710 "
-        "| 0.620 | 300 (100) | 15.0 s | 25 |" in table
+        "| 0.620 | 300 steps | 300 (100) | 15.0 s | 25 |" in table
     )
     assert (
         "| RealNVP | `configs/realnvp.py` | dequantized | -3314.4 ± 5.7 | 1.9 | exact | 250 "
-        "| 0.100 | 0.050 | 300 (64) | 2.5 min | 2 |" in table
+        "| 0.100 | 0.050 | 300 steps | 300 (64) | 2.5 min | 2 |" in table
     )
     assert (
         "| DCGAN | `configs/dcgan.py` | [-1, 1] intensities | — | — | none (no likelihood) "
-        "| 87.6 | 0.491 | 0.463 | 300 (64) | — | — |" in table
+        "| 87.6 | 0.491 | 0.463 | 300 steps | 300 (64) | — | — |" in table
     )
     assert "| MAF | `configs/maf.py` | dequantized | not applicable | — |" in markdown
     assert "NLLs compare only within one data kind" in markdown
-    assert "the first interval includes compiling" in markdown
+    assert "Train time: the trainer's train clock" in markdown
+    assert "Budget: training stops" not in markdown  # a time budget's notes only
     unfinished = markdown.split("Not finished (5 of 8 runs):\n\n")[1].splitlines()
     assert unfinished == [
         f"- DBN (`dbn`): failed: log: {root}/dbn/train.log",
@@ -458,6 +504,130 @@ def test_write_leaderboard_without_finished_runs_draws_no_figure(tmp_path):
     assert "| RBM | `configs/rbm.py` | binarized | pending |" in markdown
 
 
+_MACHINE = "1 cpu device(s) (cpu), 2 host CPU cores"
+
+
+@pytest.fixture
+def time_budget_leaderboard(tmp_path):
+    """A root of 3 runs under a 5-minute budget: VAE stopped by the budget at step 54,321;
+    DBN finished its own 8,000 steps first; NADE pending."""
+    names = ["vae", "dbn", "nade"]
+    by_run_name = {leaderboard.run_name(entry[1]): entry for entry in leaderboard.ENTRIES}
+    entries = [by_run_name[name] for name in names]
+    budget = leaderboard.Budget("minutes", 5.0)
+    specs = leaderboard.leaderboard_runs(entries, "mnist5k", budget, 1000, 0)
+    root = str(tmp_path / "leaderboard")
+    results = {
+        "vae": dict(step=54_321, stopped_by="max_train_seconds", train_seconds=300.25,
+                    test_nll_nats=103.62, test_nll_stderr=1.0013, test_bits_per_dim=0.190679,
+                    nll_estimator="iwae-5000", frechet_distance=12.34, precision=0.71,
+                    recall=0.62),
+        "dbn": dict(step=8000, stopped_by="num_steps", train_seconds=95.5, test_nll_nats=164.7,
+                    test_nll_stderr=1.3, test_bits_per_dim=0.3031,
+                    nll_estimator="dbn-variational-bound (ais log Z)", frechet_distance=405.0,
+                    precision=0.939, recall=0.003),
+    }  # fmt: skip
+    rates = {"vae": 181.0, "dbn": 84.0}  # the metric log's: 54,321 / 181 = 300.1 s, not 300.25
+    for spec in specs[:2]:
+        run_dir = os.path.join(root, spec.name)
+        os.makedirs(run_dir)
+        config = sweep.apply_overrides(sweep.load_config_file(spec.config), spec.overrides)
+        config_lib.save_config(config, run_dir)
+        _write_json(
+            os.path.join(run_dir, "eval.json"),
+            {"max_train_seconds": 300.0, "train_machine": _MACHINE, **results[spec.name],
+             **_SAMPLE_QUALITY},
+        )  # fmt: skip
+        step = results[spec.name]["step"]
+        with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"step": step, "perf/steps_per_sec": rates[spec.name]}) + "\n")
+        _write_png(os.path.join(run_dir, "samples", f"step_{step:08d}.png"), 255)
+    labels = {leaderboard.run_name(config_arg): label for label, config_arg in entries}
+    return root, leaderboard.leaderboard_rows(specs, labels, root)
+
+
+def test_time_budget_rows_report_the_steps_reached(time_budget_leaderboard):
+    _, rows = time_budget_leaderboard
+    vae, dbn, nade = rows
+    assert (vae["max_train_seconds"], vae["num_steps"], vae["steps"]) == (300.0, 1_000_000, 54_321)
+    assert (vae["stopped_by"], vae["train_machine"]) == ("max_train_seconds", _MACHINE)
+    assert vae["train_seconds"] == 300.25  # the trainer's clock, not the metric log's sum
+    assert (dbn["num_steps"], dbn["steps"], dbn["stopped_by"]) == (8000, 8000, "num_steps")
+    assert nade["status"] == "pending" and nade["max_train_seconds"] == 300.0
+    assert nade["steps"] is None and nade["num_steps"] == 1_000_000  # not reached yet
+
+
+def test_time_budget_table_and_notes(time_budget_leaderboard):
+    root, rows = time_budget_leaderboard
+    markdown = leaderboard.markdown_table(rows)
+    assert (
+        f"trained for 5 min of wall time on one machine ({_MACHINE}), one run at a time" in markdown
+    )
+    assert "The rows share a budget in wall time on this machine, not in steps" in markdown
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert table[0].endswith("| recall | budget | steps reached (batch) | train time | steps/s |")
+    assert table[1:] == [
+        "| VAE | `configs/vae.py` | binarized | 103.6 ± 1.0 | 0.1907 | iwae-5000 | 12.3 | 0.710 "
+        "| 0.620 | 5 min | 54,321 (100) | 5.0 min | 181 |",
+        "| DBN | `configs/dbn.py` | binarized | 164.7 ± 1.3 | 0.3031 | dbn-variational-bound "
+        "(ais log Z) | 405 | 0.939 | 0.003 | 5 min | 8,000 (100) ‡ | 95.5 s | 84 |",
+        "| NADE | `configs/nade.py` | binarized | pending | — | — | — | — | — | 5 min | — (100) "
+        "| — | — |",
+    ]
+    notes = markdown.split("Notes:\n\n")[1].split("\n\n")[0].splitlines()
+    assert (
+        "- Budget: training stops at the first step after the train clock reaches"
+        in (notes[3][:72])
+    )
+    # 54,321 of 1,000,000 steps: 5.4% of the schedules' span, where a cosine decay is at
+    # (1 + cos(0.054321 pi)) / 2 = 0.9927 of its initial rate and 10**-0.054321 = 0.8824.
+    assert notes[4] == (
+        "- Learning-rate schedules span config.num_steps = 1,000,000, far beyond the steps "
+        "reached, so the configs' decays barely progress: at most 5.4% of the span here, where "
+        "a cosine decay keeps 99% of its initial rate and an exponential decay to a tenth over "
+        "the span (the VAE's) 88%."
+    )
+    assert notes[5].endswith("own stage_steps and num_steps (DBN 8,000); the budget may end "
+                             "them inside a stage.")  # fmt: skip
+    assert notes[6].startswith("- ‡ (DBN): reached its num_steps before the budget")
+    csv_rows = list(csv.DictReader(io.StringIO(leaderboard._csv_text(rows))))
+    assert (csv_rows[0]["max_train_seconds"], csv_rows[0]["steps"]) == ("300.0", "54321")
+
+
+@pytest.mark.slow
+def test_leaderboard_command_line_under_a_time_budget(tmp_path):
+    """One model for 3 seconds of training: stopped by the budget, evaluated, tabulated."""
+    root = tmp_path / "leaderboard"
+    command = [
+        sys.executable, "-m", "experiments.leaderboard", "--models=vae", "--budget=seconds:3",
+        "--sample_quality_samples=50", "--dataset=digits8x8", f"--workdir={root}",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((root / "vae" / "eval.json").read_text())
+    assert results["stopped_by"] == "max_train_seconds" and results["max_train_seconds"] == 3.0
+    assert results["train_seconds"] >= 3.0 and 0 < results["step"] < 1_000_000
+    markdown = (root / "leaderboard.md").read_text()
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| VAE ")]
+    cells = row.strip("| ").split(" | ")
+    assert cells[9:11] == ["3 s", f"{results['step']:,} (100)"]
+    assert "trained for 3 s of wall time on one machine (" in markdown
+    assert "- Budget: training stops at the first step" in markdown
+
+
+def test_a_time_budget_refuses_parallel_runs(tmp_path):
+    command = [
+        sys.executable, "-m", "experiments.leaderboard", "--budget=minutes:1", "--parallel=2",
+        "--dry_run", f"--workdir={tmp_path}",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert "error: --parallel=2 with --budget=minutes:1: a wall-time budget needs --parallel=1" in (
+        run.stderr
+    )
+    assert os.listdir(tmp_path) == []
+
+
 def test_data_kind_reads_the_preprocessing():
     base = {"binarize": "none", "dequantize": False, "scale": "unit", "logit_alpha": 0.0}
     assert leaderboard.data_kind({**base, "binarize": "dynamic"}) == "binarized"
@@ -499,7 +669,7 @@ def test_leaderboard_command_line_trains_tabulates_and_resumes(tmp_path):
         "-m",
         "experiments.leaderboard",
         "--models=vae,made",
-        "--num_steps=3",
+        "--budget=steps:3",
         "--sample_quality_samples=50",
         "--dataset=digits8x8",
         f"--workdir={root}",
@@ -521,10 +691,10 @@ def test_leaderboard_command_line_trains_tabulates_and_resumes(tmp_path):
         cells = line.strip("| ").split(" | ")
         assert cells[:3] == [model, f"`configs/{model.lower()}.py`", "binarized"]
         assert re.fullmatch(f"{number} ± {number}", cells[3]), line
-        assert cells[5] == estimator and cells[9] == "3 (100)"
-        for cell in (cells[4], cells[6], cells[7], cells[8], cells[11]):
+        assert cells[5] == estimator and cells[9:11] == ["3 steps", "3 (100)"]
+        for cell in (cells[4], cells[6], cells[7], cells[8], cells[12]):
             assert re.fullmatch(number, cell), line
-        assert re.fullmatch(rf"{number} s", cells[10]), line
+        assert re.fullmatch(rf"{number} s", cells[11]), line
     for name in ("made", "vae"):
         results = json.loads((root / name / "eval.json").read_text())
         assert results["step"] == 3 and results["sample_quality_num_samples"] == 50
