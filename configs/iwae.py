@@ -5,7 +5,8 @@ Launch:
 Variants: tiny, two_layer, conv (as configs/vae.py; joined by commas). Override k with
   --config.model_config.num_importance_samples=5
 Gradient estimator (README, "Gradient estimators"): --config.estimator=dreg (doubly
-reparameterized, Tucker et al. 2019), stl, score or vimco; with binary latents
+reparameterized, Tucker et al. 2019), score, vimco, or stl (biased for the IWAE bound at
+k > 1: it runs with a BiasedEstimatorWarning); with binary latents
   --config.model_config.latent_distribution=bernoulli --config.estimator=vimco
 
 Expected: a higher IWAE-5000 test log-likelihood and more active units than configs/vae.py at
