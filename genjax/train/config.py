@@ -61,8 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
     # train loop's wall time, the first step's compilation included, monitoring evaluations,
     # sample grids, checkpoint saves and the final evaluation excluded, summed over resumed
     # launches): training stops at the first step after it is spent, or at num_steps,
-    # whichever comes first, then evaluates as usual. 0 disables it. Learning-rate schedules
-    # (and a staged family's stage_steps) still span num_steps.
+    # whichever comes first, then evaluates as usual. 0 disables it; single-process runs only.
+    # Learning-rate schedules (and a staged family's stage_steps) still span num_steps.
     config.max_train_seconds = 0.0
     config.optimizer = "adam"
     config.learning_rate = 1e-3
@@ -225,6 +225,12 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
     except ValueError as error:
         raise ConfigError(str(error)) from error
     _check_devices(config, device_count, process_count)
+    if config.max_train_seconds and process_count > 1:
+        _fail(
+            f"config.max_train_seconds={config.max_train_seconds!r} needs a single process (this "
+            f"run has {process_count}): each process keeps its own clock, and processes that "
+            "stopped at different steps would hang; allowed with several processes: 0."
+        )
     if workdir is not None:
         _check_workdir(config, workdir)
 

@@ -181,6 +181,15 @@ def test_batch_must_divide_device_count(tiny_vae_config):
         validate(tiny_vae_config, device_count=2)
 
 
+def test_a_time_budget_needs_a_single_process(tiny_vae_config):
+    from genjax.train import validate
+
+    tiny_vae_config.max_train_seconds = 60.0
+    validate(tiny_vae_config, device_count=2, process_count=1)  # devices of one process: fine
+    with pytest.raises(ConfigError, match=r"config.max_train_seconds=60.0 needs a single process"):
+        validate(tiny_vae_config, device_count=2, process_count=2)
+
+
 def test_workdir_of_a_different_model_is_refused(tiny_vae_config, tmp_path):
     workdir = str(tmp_path)
     train_and_evaluate(tiny_vae_config, workdir, stop_at_step=2)
