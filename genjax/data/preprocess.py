@@ -117,30 +117,39 @@ def to_symmetric(x):
 def logit_transform(x, alpha: float = 0.05):
     """RealNVP's logit transform y = logit(alpha + (1 - 2 alpha) x) and its log |det dy/dx|.
 
-    Dinh et al. (2017), "Density estimation using Real NVP", Sec. 4.1: the data are squeezed
-    into [alpha, 1 - alpha] so that the logit stays finite at x = 0 and x = 1. With
-    s = alpha + (1 - 2 alpha) x,
+    Dinh et al. (2017), "Density estimation using Real NVP", Sec. 4.1 (alpha = 0.05), and
+    Papamakarios et al. (2017), "Masked Autoregressive Flow", Sec. 4.3 (lambda = 1e-6 for
+    MNIST): the data are squeezed into [alpha, 1 - alpha] so that the logit stays finite at
+    x = 0 and x = 1. With s = alpha + (1 - 2 alpha) x and 1 - s = alpha + (1 - 2 alpha)(1 - x),
 
         y = log s - log(1 - s),    dy/dx = (1 - 2 alpha) / (s (1 - s)),
 
     and the Jacobian is diagonal, so log |det| = sum over non-batch axes of
-    log(1 - 2 alpha) - log s - log(1 - s). Computed with log and log1p on s, which lies in
-    [alpha, 1 - alpha]; for alpha > 0 every term is finite and well conditioned in float32.
+    log(1 - 2 alpha) - log s - log(1 - s). Both s and 1 - s are formed from x and 1 - x (not
+    1 - s from s), so near x = 1 with a small alpha 1 - s keeps its relative precision: with
+    alpha = 1e-6 and 1 - x of a few float32 ulps, `1 - s` rounded from s would be off by
+    percents. NumPy inputs are computed in float64 and returned in their own dtype; JAX inputs
+    in their own dtype.
 
     Args:
       x: values in [0, 1], shape (batch, ...); NumPy or JAX array.
-      alpha: squeeze margin in (0, 0.5); 0.05 as in RealNVP's CIFAR-10 setup.
+      alpha: squeeze margin in (0, 0.5): 0.05 as in RealNVP, 1e-6 as in MAF.
 
     Returns:
-      (y, log_det): y of x's shape; log_det of shape (batch,).
+      (y, log_det): y of x's shape and dtype; log_det of shape (batch,).
     """
     xp = _array_namespace(x)
-    squeezed = alpha + (1.0 - 2.0 * alpha) * x
-    log_s, log_one_minus_s = xp.log(squeezed), xp.log1p(-squeezed)
+    dtype = x.dtype
+    if xp is np:
+        x = np.asarray(x, np.float64)
+    s = alpha + (1.0 - 2.0 * alpha) * x
+    one_minus_s = alpha + (1.0 - 2.0 * alpha) * (1.0 - x)
+    log_s, log_one_minus_s = xp.log(s), xp.log(one_minus_s)
     y = log_s - log_one_minus_s
     log_det_elementwise = math.log1p(-2.0 * alpha) - log_s - log_one_minus_s
     non_batch_axes = tuple(range(1, xp.ndim(x)))
-    return y, xp.sum(log_det_elementwise, axis=non_batch_axes)
+    log_det = xp.sum(log_det_elementwise, axis=non_batch_axes)
+    return y.astype(dtype), log_det.astype(dtype)
 
 
 def logit_transform_inverse(y, alpha: float = 0.05):

@@ -139,3 +139,19 @@ def test_logit_transform_inverse_round_trip(as_jax):
     x_back = preprocess.logit_transform_inverse(y, 0.05)
     assert isinstance(x_back, jax.Array) == as_jax
     np.testing.assert_allclose(np.asarray(x_back), x, atol=2e-6)
+
+
+@pytest.mark.parametrize("as_jax", [False, True])
+def test_logit_transform_with_maf_alpha_is_accurate_next_to_one_in_float32(as_jax):
+    """MAF's alpha = 1e-6 with float32 pixels a few ulps below 1 (and next to 0): y and the
+    log-det match the float64 textbook formula on the same inputs. Forming 1 - s from a float32
+    s = alpha + (1 - 2 alpha) x was off by 0.01 nats per such pixel."""
+    alpha = 1e-6
+    x = np.array([[1 - 2.0**-24 * k for k in (1, 2, 5, 40)] + [0.0, 1e-7, 0.3]], np.float32)
+    x_in = jnp.asarray(x) if as_jax else x
+    y, log_det = preprocess.logit_transform(x_in, alpha)
+    s = alpha + (1 - 2 * alpha) * x.astype(np.float64)
+    expected_y = np.log(s) - np.log1p(-s)
+    expected_log_det = np.sum(np.log1p(-2 * alpha) - np.log(s) - np.log1p(-s))
+    np.testing.assert_allclose(np.asarray(y), expected_y, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(log_det), [expected_log_det], rtol=1e-6)
