@@ -13,6 +13,14 @@ Variants (`--config=configs/gan.py:VARIANT`; several joined by commas, e.g. `wga
   hinge          the hinge loss (Lim & Ye 2017; Miyato et al. 2018)
   least_squares  LSGAN (Mao et al. 2017), targets a=0, b=1, c=1
   grid25         the 5x5 grid of Gaussians instead of the 8 Gaussians, wider networks
+  ring8          the narrow ring: 8 Gaussians on a circle of radius 2, std 0.02 (Metz et al.
+                 2017; VEEGAN)
+  grid25_unit    the 5x5 grid divided by 2 sqrt 2 (std 0.0177), as WGAN-GP's toy code
+  toy512         WGAN-GP's toy code (Gulrajani et al. 2017, gan_toy.py): 3 hidden layers of
+                 512, a 2-D latent, Adam 1e-4 with betas (0.5, 0.9) for both networks and
+                 every loss (put it after the loss variant: `wgan_gp,toy512,ring8`)
+  lambda01       the gradient penalty lambda = 0.1 of that toy code (after `wgan_gp`)
+  pack2, pack4   PacGAN (Lin et al. 2018): the discriminator scores packs of 2 or 4 samples
   tiny           a few steps on the same data: seconds
 
 eval.json reports mode coverage from `sample_quality_samples` = 2,500 samples: the number of
@@ -54,6 +62,7 @@ def gan_model_config(architecture: str, **fields) -> ml_collections.ConfigDict:
             weight_clip=0.0,
             ema_decay=0.999,
             discriminator_learning_rate=0.0,
+            pack=1,
         )
     )
     model_config.update(fields)
@@ -127,6 +136,40 @@ def apply_grid25(config: ml_collections.ConfigDict) -> None:
     config.model_config.hidden_size, config.model_config.num_hidden_layers = 400, 4
 
 
+def apply_dataset(name: str):
+    """A variant that trains on `toy2d/<name>`."""
+
+    def apply(config: ml_collections.ConfigDict) -> None:
+        config.dataset = f"toy2d/{name}"
+
+    apply.__doc__ = f"config.dataset = 'toy2d/{name}'"
+    return apply
+
+
+def apply_toy512(config: ml_collections.ConfigDict) -> None:
+    """The toy setting of Gulrajani et al. (2017), `gan_toy.py`: generator and critic MLPs of
+    3 hidden layers of 512 units, z ~ N(0, I_2), Adam 1e-4 with betas (0.5, 0.9) for both
+    networks; applied after a loss variant, it gives every loss the same optimizer."""
+    mc = config.model_config
+    mc.hidden_size, mc.num_hidden_layers, mc.latent_size = 512, 3, 2
+    config.learning_rate, config.adam_b1, config.adam_b2 = 1e-4, 0.5, 0.9
+
+
+def apply_lambda01(config: ml_collections.ConfigDict) -> None:
+    """WGAN-GP's penalty weight of its toy code, lambda = 0.1 (`LAMBDA = .1` in gan_toy.py)."""
+    config.model_config.gradient_penalty = 0.1
+
+
+def apply_pack(pack: int):
+    """A variant that sets PacGAN's `model_config.pack`."""
+
+    def apply(config: ml_collections.ConfigDict) -> None:
+        config.model_config.pack = pack
+
+    apply.__doc__ = f"model_config.pack = {pack} (Lin et al. 2018)"
+    return apply
+
+
 def apply_tiny(config: ml_collections.ConfigDict) -> None:
     """The same data, a small network, 20 steps and 500 evaluation samples: seconds."""
     config.num_steps, config.log_every, config.eval_every = 20, 5, 10
@@ -158,5 +201,11 @@ VARIANTS = {
     "hinge": apply_loss("hinge"),
     "least_squares": apply_loss("least_squares"),
     "grid25": apply_grid25,
+    "ring8": apply_dataset("ring8"),
+    "grid25_unit": apply_dataset("grid25_unit"),
+    "toy512": apply_toy512,
+    "lambda01": apply_lambda01,
+    "pack2": apply_pack(2),
+    "pack4": apply_pack(4),
     "tiny": apply_tiny,
 }

@@ -37,6 +37,12 @@ model_config fields:
   ema_decay: the generator moving average's decay after its warm-up (0: samples from the
     current weights).
   discriminator_learning_rate: the discriminator's rate (0: config.learning_rate).
+  pack: PacGAN's packing degree m (Lin, Khetan, Fanti & Oh 2018): the discriminator scores
+    packs of m samples of one kind, real with real and fake with fake, concatenated (vectors
+    end to end, images along channels), one score per pack (`pack_examples`); 1 (the
+    default) is the ordinary discriminator. Each device's micro-batch, hence
+    config.batch_size, must be divisible by m. Penalties act on the packed input (one
+    interpolate and one gradient norm per pack). Unconditional models only.
 
 Labels: the fakes of a discriminator update take the labels of its real micro-batch; the
 generator update and sampling draw labels uniformly (sampling cycles through the classes, so
@@ -45,7 +51,10 @@ a grid shows every class).
 Evaluation: GANs have no likelihood. `eval.json` holds the sample-quality metrics the trainer
 computes from `config.sample_quality_samples` samples (`genjax.evaluate.sample_quality`): mode
 coverage on toy2d mixtures, and the Fréchet distance and precision/recall in the features of
-genjax's own digit classifier on image datasets.
+genjax's own digit classifier on image datasets. Those samples come from the moving-average
+generator; on toy2d mixtures (with ema_decay > 0) the same number of samples of the raw
+generator (its current weights) is scored as well, as `raw_modes_covered`,
+`raw_high_quality_fraction` and `raw_mode_kl`.
 """
 
 from __future__ import annotations
@@ -55,6 +64,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genjax.data import toy2d
+from genjax.evaluate import sample_quality
 from genjax.models import checks
 from genjax.models.base import Model
 from genjax.models.gan import networks
@@ -67,6 +78,9 @@ ARCHITECTURES = ("mlp", "dcgan")
 NETWORKS = ("generator", "discriminator")
 # fold_in streams of one example's key.
 _LATENT, _LABEL, _PENALTY = 0, 1, 2
+# fold_in stream of the evaluation key for the raw generator's samples.
+_RAW_SAMPLES = 0
+RAW_COVERAGE_FIELDS = ("modes_covered", "high_quality_fraction", "mode_kl")
 
 
 def _split_collections(variables) -> tuple[dict, dict]:
@@ -86,12 +100,38 @@ def _mean_metrics(metrics: dict) -> dict:
     return {name: jnp.mean(value) for name, value in metrics.items()}
 
 
+def pack_examples(x: jax.Array, pack: int) -> jax.Array:
+    """PacGAN's packing (Lin et al. 2018, sec. 3): m = `pack` consecutive examples as one.
+
+    Vectors (B, D) -> (B / m, m D), row i = [x_{mi}, x_{mi+1}, ..., x_{mi+m-1}]; images
+    (B, H, W, C) -> (B / m, H, W, m C), the examples stacked along channels (channel j C + c
+    of pack i is channel c of example mi + j). `pack` = 1 returns `x` itself.
+
+    Raises ValueError when B is not divisible by m.
+    """
+    if pack == 1:
+        return x
+    batch = x.shape[0]
+    if batch % pack:
+        raise ValueError(
+            f"config.model_config.pack={pack} must divide the discriminator's batch on each "
+            f"device; got {batch} examples (make config.batch_size / devices a multiple of it)."
+        )
+    if x.ndim == 4:
+        _, height, width, channels = x.shape
+        packed = x.reshape((batch // pack, pack, height, width, channels))
+        packed = jnp.moveaxis(packed, 1, 3)  # (B / m, H, W, m, C)
+        return packed.reshape((batch // pack, height, width, pack * channels))
+    return x.reshape((batch // pack, -1))  # (B / m, m * D)
+
+
 class GAN(Model):
     """GANs (`config.model = 'gan'`); see the module docstring."""
 
     main_metric = "train/d_loss"
     compute_dtypes = ("float32", "bfloat16")
     likelihood_model = False
+    added_field_defaults = {"pack": 1}
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -107,8 +147,25 @@ class GAN(Model):
         )
         checks.check_positive_ints(
             mc,
-            ("latent_size", "hidden_size", "num_hidden_layers", "base_channels", "critic_steps"),
+            (
+                "latent_size",
+                "hidden_size",
+                "num_hidden_layers",
+                "base_channels",
+                "critic_steps",
+                "pack",
+            ),
         )
+        if config.batch_size % mc.pack:
+            raise ValueError(
+                f"config.model_config.pack={mc.pack} must divide config.batch_size="
+                f"{config.batch_size}: the discriminator scores packs of that many samples."
+            )
+        if mc.pack > 1 and mc.conditioning != "none":
+            raise ValueError(
+                f"config.model_config.pack={mc.pack} needs conditioning='none' (a pack mixes "
+                f"the labels of its samples); got conditioning={mc.conditioning!r}."
+            )
         checks.check_bools(mc, ("spectral_norm",))
         checks.check_non_negative_numbers(
             mc,
@@ -202,8 +259,10 @@ class GAN(Model):
         labels = jnp.zeros((example_x.shape[0],), jnp.int32)
         z = jnp.zeros((example_x.shape[0], self.config.model_config.latent_size))
         g_params, g_stats = _split_collections(generator.init(g_key, z, labels, False))
+        pack = self.config.model_config.pack
+        packed_x = pack_examples(jnp.repeat(jnp.asarray(example_x[:1]), pack, axis=0), pack)
         d_params, d_stats = _split_collections(
-            discriminator.init(d_key, jnp.asarray(example_x), labels, False)
+            discriminator.init(d_key, packed_x, labels[:1], False)
         )
         params = {"generator": g_params, "discriminator": d_params}
         extras = {
@@ -243,10 +302,21 @@ class GAN(Model):
         return x, {**stats, **updates}
 
     def discriminate(self, params, stats, x, labels):
-        """D(x, labels) in training mode -> (DiscriminatorOutput, updated collections)."""
+        """D(x, labels) in training mode -> (DiscriminatorOutput, updated collections); `x` is
+        the discriminator's input, already packed (`pack_examples`) when pack > 1."""
         return self.discriminator.apply(
             {"params": params, **stats}, x, labels, True, mutable=list(stats)
         )
+
+    def _packed(self, *arrays):
+        """`arrays` (B, ...) as the discriminator sees them: examples packed by
+        `pack_examples`, and per-example arrays (labels, keys) taken at each pack's first
+        example; unchanged when pack = 1."""
+        pack = self.config.model_config.pack
+        if pack == 1:
+            return arrays
+        x, *per_example = arrays
+        return (pack_examples(x, pack), *(a[::pack] for a in per_example))
 
     def _latents(self, keys):
         """One z ~ N(0, I) per example key: (B, latent_size)."""
@@ -270,6 +340,8 @@ class GAN(Model):
         config enables; `fake` is a constant here (generated outside the gradient).
         """
         mc = self.config.model_config
+        real, labels, keys = self._packed(real, labels, keys)
+        (fake,) = self._packed(fake)
         real_out, stats = self.discriminate(d_params, d_stats, real, labels)
         fake_out, stats = self.discriminate(d_params, stats, fake, labels)
         loss = self.loss_pair.discriminator(real_out.scores, fake_out.scores)
@@ -279,7 +351,7 @@ class GAN(Model):
             "train/d_fake": fake_out.scores.mean(),
         }
 
-        def critic(x):  # (B, *event) -> (B,), the same collections for every call
+        def critic(x):  # (P, *input) -> (P,) over P (packed) inputs, the same collections
             return self.discriminate(d_params, d_stats, x, labels)[0].scores
 
         if mc.gradient_penalty:
@@ -306,7 +378,7 @@ class GAN(Model):
         discriminator's collections are read, not updated."""
         mc = self.config.model_config
         fake, new_g_stats = self.generate({"params": g_params, **g_stats}, z, labels, train=True)
-        fake_out, _ = self.discriminate(d_params, d_stats, fake, labels)
+        fake_out, _ = self.discriminate(d_params, d_stats, *self._packed(fake, labels))
         loss = self.loss_pair.generator(fake_out.scores)
         metrics = {"train/g_loss": loss}
         if mc.conditioning == "acgan":
@@ -406,6 +478,36 @@ class GAN(Model):
     # Evaluation and sampling.
     # ---------------------------------------------------------------------------------------
 
+    def _scores_raw_generator(self) -> bool:
+        """Whether evaluations also score the raw generator: toy2d mixtures, with sample
+        metrics on and a moving average that differs from the raw weights."""
+        name = self.spec.name.removeprefix("toy2d/")
+        return (
+            self.spec.name.startswith("toy2d/")
+            and name in toy2d.MIXTURE_NAMES
+            and self.config.sample_quality_samples > 0
+            and self.config.model_config.ema_decay > 0
+            and self.config.preprocess.scale == "unit"  # model space = data space
+        )
+
+    def evaluation_constants(self, state, key, final):
+        """On toy2d mixtures, `sample_quality_samples` samples of the raw generator (its
+        current weights, not the moving average), (N, 2); nothing otherwise."""
+        del final
+        if not self._scores_raw_generator():
+            return {}
+        num = self.config.sample_quality_samples
+        variables = {"params": state.params["generator"], **state.extras["generator_stats"]}
+        samples = jax.jit(self._sample_from, static_argnums=2)(
+            variables, jax.random.fold_in(key, _RAW_SAMPLES), num
+        )
+        return {"raw_generator_samples": samples}
+
+    def _sample_from(self, variables, key, num):
+        """`num` unconditional samples of the generator with `variables`: (num, *event)."""
+        z = jax.random.normal(key, (num, self.config.model_config.latent_size))
+        return self.generate(variables, z, jnp.zeros((num,), jnp.int32))[0]
+
     def eval_step(self, state, batch, keys, final):
         """Nothing per test example: GAN metrics are computed from samples (the trainer's
         `config.sample_quality_samples`)."""
@@ -413,8 +515,18 @@ class GAN(Model):
         return {}
 
     def summarize(self, outputs, final, constants):
-        del outputs, final, constants
-        return {}
+        """The raw generator's mode coverage (`raw_` + `RAW_COVERAGE_FIELDS`) when
+        `evaluation_constants` drew its samples; the moving average's metrics come from the
+        trainer's sample scorer."""
+        del outputs, final
+        if "raw_generator_samples" not in constants:
+            return {}
+        name = self.spec.name.removeprefix("toy2d/")
+        samples = np.asarray(constants["raw_generator_samples"], np.float64)
+        coverage = sample_quality.mode_coverage(
+            samples.reshape(len(samples), -1), toy2d.mode_centers(name), toy2d.mode_std(name)
+        )
+        return {f"raw_{field}": coverage[field] for field in RAW_COVERAGE_FIELDS}
 
     def sample_labels(self, num: int) -> np.ndarray | None:
         """The labels `sample` conditions on: the classes in turn (None if unconditional)."""
