@@ -57,7 +57,7 @@ FAILED_FILE = "FAILED"
 STATUSES = ("finished", "unfinished", "failed", "pending")
 # eval.json numbers that describe the run rather than measure the model: not tabulated or
 # plotted by default (they stay in results.csv).
-_NOT_METRICS = ("step", "num_test_examples")
+_NOT_METRICS = ("step", "num_test_examples", "max_train_seconds")
 # The repository root: runs are launched from there (`python -m experiments.train` resolves
 # from it), and relative config paths of the leaderboard and the benchmark resolve against it.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -489,6 +489,19 @@ def test_aggregate_table_matches_numpy(finished_sweep):
         sweep.aggregate_table(sweep.collect(specs, root), ["nll_estimator"])
 
 
+def test_the_time_budget_of_a_run_is_not_a_metric():
+    """eval.json's max_train_seconds is a setting (genjax.train.loop); train_seconds is
+    measured, and tabulated."""
+    rows = [
+        {"seed": seed, "status": "finished", "test_nll_nats": nll, "train_seconds": seconds,
+         "max_train_seconds": 60.0, "stopped_by": "max_train_seconds", "step": 1234}
+        for seed, nll, seconds in ((0, 100.0, 61.0), (1, 102.0, 63.0))
+    ]  # fmt: skip
+    (entry,) = sweep.aggregate_table(rows)
+    assert list(entry["metrics"]) == ["test_nll_nats", "train_seconds"]
+    assert entry["metrics"]["train_seconds"]["mean"] == 62.0
+
+
 def test_format_mean_std():
     assert sweep.format_mean_std(103.62, 0.95) == "103.62 ± 0.95"
     assert sweep.format_mean_std(104.4, 12.3) == "104 ± 12"
