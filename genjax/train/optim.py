@@ -32,7 +32,9 @@ def make_schedule(config, learning_rate: float | None = None) -> optax.Schedule:
     return schedule
 
 
-def make_optimizer(config, learning_rate: float | None = None) -> optax.GradientTransformation:
+def make_optimizer(
+    config, learning_rate: float | None = None, weight_decay_mask=None
+) -> optax.GradientTransformation:
     """Gradient clipping (if `config.grad_clip_norm`) then the chosen optimizer, at
     `config.learning_rate` unless `learning_rate` is given (a GAN's discriminator).
 
@@ -42,7 +44,9 @@ def make_optimizer(config, learning_rate: float | None = None) -> optax.Gradient
 
     `config.weight_decay` is decoupled weight decay for 'adamw' (Loshchilov & Hutter 2019)
     and an L2 penalty's gradient, weight_decay * params, added before the others (the
-    "weight-cost" of RBM training, Hinton 2010).
+    "weight-cost" of RBM training, Hinton 2010). `weight_decay_mask` (an optax mask: a pytree
+    of bools like the parameters, or a function of the parameters returning one) limits the
+    decay to the parameters it marks True; None decays every parameter.
     """
     schedule = make_schedule(config, learning_rate)
     if config.optimizer == "adam":
@@ -54,6 +58,7 @@ def make_optimizer(config, learning_rate: float | None = None) -> optax.Gradient
             b2=config.adam_b2,
             eps=config.adam_eps,
             weight_decay=config.weight_decay,
+            mask=weight_decay_mask,
         )
     elif config.optimizer == "sgd":
         optimizer = optax.sgd(schedule)
@@ -70,5 +75,5 @@ def make_optimizer(config, learning_rate: float | None = None) -> optax.Gradient
         raise ValueError(f"config.optimizer={config.optimizer!r}; allowed: {OPTIMIZERS}")
     transforms = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
     if config.weight_decay and config.optimizer != "adamw":
-        transforms.append(optax.add_decayed_weights(config.weight_decay))
+        transforms.append(optax.add_decayed_weights(config.weight_decay, weight_decay_mask))
     return optax.chain(*transforms, optimizer)

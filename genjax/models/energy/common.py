@@ -1,8 +1,11 @@
-"""What the energy-model families share: config checks, log Z for evaluation, the NLL summary."""
+"""What the energy-model families share: config checks, the training defaults of Hinton's (2010)
+practical guide (weight decay on the weights only, visible biases from the data's means), log Z
+for evaluation, the NLL summary."""
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from genjax.evaluate import ais
@@ -21,8 +24,18 @@ EVALUATION_FIELDS = (
 )
 
 
+VISIBLE_BIAS_INITS = ("data_mean", "zeros")
+# Training examples whose mean sets the initial visible biases (all of a smaller train split).
+VISIBLE_MEAN_EXAMPLES = 10_000
+# model_config fields added after runs were saved: the values that reproduce those runs.
+ADDED_FIELD_DEFAULTS = {"weight_decay_biases": True, "visible_bias_init": "zeros"}
+
+
 def check_shared_fields(mc) -> None:
-    """The fields every energy family shares: initial weight scale, AIS and sampling."""
+    """The fields every energy family shares: initial weight scale and visible biases, weight
+    decay's reach, AIS and sampling."""
+    checks.check_choice(mc, "visible_bias_init", VISIBLE_BIAS_INITS)
+    checks.check_bools(mc, ("weight_decay_biases",))
     if not mc.weight_scale > 0:
         raise ValueError(f"config.model_config.weight_scale={mc.weight_scale!r} must be > 0.")
     checks.check_positive_ints(
@@ -43,6 +56,44 @@ def check_shared_fields(mc) -> None:
             f"config.model_config.exact_max_units={mc.exact_max_units!r} must be in "
             f"[0, {rbm.MAX_EXACT_UNITS}] (0 always uses AIS)."
         )
+
+
+def is_weight(path) -> bool:
+    """Whether a parameter's pytree path names a weight matrix: its last dict key starts with
+    'W' ('W' of an RBM or a DBN layer, 'W1' and 'W2' of a DBM); biases and log sigma do not."""
+    last = path[-1] if path else None
+    return isinstance(last, jax.tree_util.DictKey) and str(last.key).startswith("W")
+
+
+def weights_only(params):
+    """The optax weight-decay mask of Hinton's (2010) guide, section 10: True on the weight
+    matrices, False on biases and log sigma. A pytree of bools shaped like `params` (entries
+    that optax has masked out, `optax.MaskedNode`, stay as they are)."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: is_weight(path), params)
+
+
+def weight_decay_mask(mc):
+    """The `weight_decay_mask` for `optim.make_optimizer`: `weights_only`, or None (decay
+    every parameter) when `config.model_config.weight_decay_biases`."""
+    return None if mc.weight_decay_biases else weights_only
+
+
+def visible_bias_from_data(x: jax.Array, gaussian: bool = False) -> jax.Array:
+    """Initial visible biases from training examples x (N, ...) flattened to (N, V): (V,).
+
+    Bernoulli visibles: log(p / (1 - p)) with p the pixel means, smoothed away from 0 and 1
+    by `rbm.base_rates_from_mean` (Hinton 2010, section 8: with zero weights the model then
+    matches the data's pixel means; the AIS base-rate RBM of the same means). Gaussian visibles:
+    the mean itself, the mean of v when the weights are zero.
+    """
+    mean = jnp.mean(jnp.reshape(x, (x.shape[0], -1)), axis=0)  # (V,)
+    return mean if gaussian else rbm.base_rates_from_mean(mean)
+
+
+def visible_mean_examples(mc) -> int:
+    """The family's `init_batch_size`: VISIBLE_MEAN_EXAMPLES with `visible_bias_init =
+    'data_mean'` (the trainer then passes real training examples to `init`), else 0."""
+    return VISIBLE_MEAN_EXAMPLES if mc.visible_bias_init == "data_mean" else 0
 
 
 def enumerated_units(params: dict) -> int:

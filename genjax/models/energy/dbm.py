@@ -269,6 +269,9 @@ class DBM(staged.StagedModel):
       gibbs_steps: Gibbs sweeps of the persistent chains per joint update.
       mean_field_iterations: fixed-point updates of the positive phase.
       weight_scale: initial weights ~ N(0, weight_scale^2).
+      visible_bias_init: 'data_mean' (b_v = logit of the training pixel means) | 'zeros'.
+      weight_decay_biases: whether `config.weight_decay` also reaches the biases (False: W1
+        and W2 only, Hinton 2010).
       eval_mean_field_iterations: fixed-point updates behind the evaluation bound.
       ais_chains, ais_betas, monitor_ais_chains, monitor_ais_betas, exact_max_units: log Z
         through `as_rbm` (see `common.rbm_log_partition`); AIS runs on h1 with base rates from
@@ -289,6 +292,7 @@ class DBM(staged.StagedModel):
     sharded_extras = ("chains",)
     stage_metrics = ("train/recon_error", "train/unnormalized_bound")
     compute_dtypes = ("float32", "bfloat16")
+    added_field_defaults = common.ADDED_FIELD_DEFAULTS
     JOINT_STAGE = 2
 
     @classmethod
@@ -321,11 +325,19 @@ class DBM(staged.StagedModel):
         checks.require_binary(spec, "config.model='dbm' (Bernoulli visibles)")
         self.num_visible = spec.num_dims
         self.joint_start = staged.stage_starts(self.stage_steps)[self.JOINT_STAGE]
+        self.init_batch_size = common.visible_mean_examples(config.model_config)
+
+    def weight_decay_mask(self):
+        return common.weight_decay_mask(self.config.model_config)
 
     def init(self, key, example_x):
+        """Parameters (b_v from `example_x`, the training examples, with
+        `visible_bias_init='data_mean'`), persistent chains and mu1's running mean."""
         mc = self.config.model_config
         params_key, chains_key = jax.random.split(key)
         params = init_params(params_key, self.num_visible, tuple(mc.hidden_sizes), mc.weight_scale)
+        if mc.visible_bias_init == "data_mean":
+            params["b_v"] = common.visible_bias_from_data(example_x)
         check_params(params)
         extras = {
             # Persistent chains, one per example of the global batch; (re)started from the

@@ -168,6 +168,10 @@ class DBN(staged.StagedModel):
       stage_steps: updates per layer, bottom first; sums to `config.num_steps`.
       gibbs_steps: k of CD-k for every layer.
       weight_scale: initial weights ~ N(0, weight_scale^2).
+      visible_bias_init: 'data_mean' (the bottom RBM's visible biases are the logit of the
+        training pixel means) | 'zeros'; the higher RBMs' visible biases start at zero.
+      weight_decay_biases: whether `config.weight_decay` also reaches the biases (False: the
+        weights only, Hinton 2010).
       eval_bound_samples: Monte Carlo samples of q per example for the variational bound.
       ais_chains, ais_betas, monitor_ais_chains, monitor_ais_betas, exact_max_units: log Z of
         the top RBM (see `common.rbm_log_partition`); its AIS base rates are the running mean
@@ -186,6 +190,7 @@ class DBN(staged.StagedModel):
     evaluation_fields = (*common.EVALUATION_FIELDS, "eval_bound_samples")
     stage_metrics = ("train/recon_error",)
     compute_dtypes = ("float32", "bfloat16")
+    added_field_defaults = common.ADDED_FIELD_DEFAULTS
 
     @classmethod
     def stages_for(cls, config) -> tuple[staged.Stage, ...]:
@@ -205,10 +210,18 @@ class DBN(staged.StagedModel):
         checks.require_binary(spec, "config.model='dbn' (a stack of Bernoulli RBMs)")
         self.num_visible = spec.num_dims
         self.num_layers = len(config.model_config.hidden_sizes)
+        self.init_batch_size = common.visible_mean_examples(config.model_config)
+
+    def weight_decay_mask(self):
+        return common.weight_decay_mask(self.config.model_config)
 
     def init(self, key, example_x):
+        """Parameters (layer 0's visible biases from `example_x`, the training examples, with
+        `visible_bias_init='data_mean'`) and the top RBM's running input mean."""
         mc = self.config.model_config
         params = init_params(key, self.num_visible, tuple(mc.hidden_sizes), mc.weight_scale)
+        if mc.visible_bias_init == "data_mean":
+            params[layer_name(0)]["b_v"] = common.visible_bias_from_data(example_x)
         check_params(params)
         top_inputs = top_layer(params)["W"].shape[0]
         # The top RBM's input means during its stage: the AIS base rates of its log Z.

@@ -24,6 +24,7 @@ import numpy as np
 from genjax.models import checks, precision
 from genjax.models.base import GradientModel
 from genjax.models.energy import common, rbm
+from genjax.train import optim
 
 SAMPLERS = ("cd", "pcd")
 VISIBLE_TYPES = ("bernoulli", "gaussian")
@@ -84,6 +85,10 @@ class RBM(GradientModel):
         the energy couples v / sigma to the hiddens (see `rbm`).
       sampler: 'cd' | 'pcd'; gibbs_steps: k sweeps per update.
       weight_scale: initial weights ~ N(0, weight_scale^2).
+      visible_bias_init: 'data_mean' (logit of the training pixel means, or the mean itself
+        for Gaussian visibles; `common.visible_bias_from_data`) | 'zeros'.
+      weight_decay_biases: whether `config.weight_decay` also reaches b_v, b_h and log sigma
+        (False: the weights only, Hinton 2010).
       ais_chains, ais_betas: the final AIS estimate of log Z (Salakhutdinov & Murray: 100
         chains, 14,500 betas); monitor_ais_chains, monitor_ais_betas: the cheap one every
         `config.eval_every` steps; exact_max_units: enumerate log Z exactly up to this many
@@ -94,6 +99,7 @@ class RBM(GradientModel):
     evaluation_fields = common.EVALUATION_FIELDS
     sharded_extras = ("chains",)
     compute_dtypes = ("float32", "bfloat16")
+    added_field_defaults = common.ADDED_FIELD_DEFAULTS
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -113,13 +119,23 @@ class RBM(GradientModel):
         self.gaussian = mc.visible == "gaussian"
         self.persistent = mc.sampler == "pcd"
         self.num_visible = spec.num_dims
+        self.init_batch_size = common.visible_mean_examples(mc)
+
+    def make_optimizer(self):
+        return optim.make_optimizer(
+            self.config, weight_decay_mask=common.weight_decay_mask(self.config.model_config)
+        )
 
     def init(self, key, example_x):
+        """Parameters (visible biases from `example_x`, the training examples, with
+        `visible_bias_init='data_mean'`) and extras: running means and persistent chains."""
         mc = self.config.model_config
         params_key, chains_key = jax.random.split(key)
         params = rbm.init_params(
             params_key, self.num_visible, mc.num_hidden, self.gaussian, mc.weight_scale
         )
+        if mc.visible_bias_init == "data_mean":
+            params["b_v"] = common.visible_bias_from_data(example_x, self.gaussian)
         extras = {"visible_mean": jnp.zeros(self.num_visible), "num_batches": jnp.zeros(())}
         if self.persistent:
             extras["chains"] = initial_chains(

@@ -86,12 +86,15 @@ def stage_index(step: jax.Array, stage_steps: tuple[int, ...]) -> jax.Array:
     return jnp.sum(step >= later_starts).astype(jnp.int32)
 
 
-def stage_optimizer(config, stage: Stage, num_steps: int) -> optax.GradientTransformation:
+def stage_optimizer(
+    config, stage: Stage, num_steps: int, weight_decay_mask=None
+) -> optax.GradientTransformation:
     """`optim.make_optimizer` for one stage of `num_steps` updates, on its parameters only.
 
     The optimizer is built from a copy of `config` whose `num_steps` is the stage's length (so
     schedules span the stage) and is applied to the top-level keys in `stage.trained`; every
-    other parameter gets a zero update and no optimizer state.
+    other parameter gets a zero update and no optimizer state. `weight_decay_mask` (see
+    `optim.make_optimizer`) limits weight decay within the stage's parameters.
     """
     stage_config = config.copy_and_resolve_references()
     stage_config.num_steps = num_steps
@@ -100,7 +103,10 @@ def stage_optimizer(config, stage: Stage, num_steps: int) -> optax.GradientTrans
     def labels(params):
         return {key: "trained" if key in trained else "frozen" for key in params}
 
-    transforms = {"trained": optim.make_optimizer(stage_config), "frozen": optax.set_to_zero()}
+    transforms = {
+        "trained": optim.make_optimizer(stage_config, weight_decay_mask=weight_decay_mask),
+        "frozen": optax.set_to_zero(),
+    }
     return optax.multi_transform(transforms, labels)
 
 
@@ -133,10 +139,15 @@ class StagedModel(Model):
         self.stage_steps = check_stage_steps(config, self.stages)
         super().__init__(config, spec)
 
+    def weight_decay_mask(self):
+        """The optax mask of the parameters `config.weight_decay` reaches; None (the default)
+        for all of them."""
+        return None
+
     def make_optimizer(self) -> tuple[optax.GradientTransformation, ...]:
         """One optimizer per stage (see `stage_optimizer`)."""
         return tuple(
-            stage_optimizer(self.config, stage, num_steps)
+            stage_optimizer(self.config, stage, num_steps, self.weight_decay_mask())
             for stage, num_steps in zip(self.stages, self.stage_steps, strict=True)
         )
 
