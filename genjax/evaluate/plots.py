@@ -138,6 +138,33 @@ def save_image_grid(
     _write_atomically(path, lambda file: picture.save(file, format="PNG"))
 
 
+def filter_tiles(filters: np.ndarray) -> np.ndarray:
+    """Each filter scaled on its own into [0, 1] with zero at 0.5: 0.5 + 0.5 w / max|w|.
+
+    Args:
+      filters: (N, H, W) or (N, H, W, C), e.g. each hidden unit's incoming weights reshaped
+        to the image (an all-zero filter stays at 0.5).
+
+    Returns:
+      float64 array of the same shape.
+    """
+    filters = np.asarray(filters, np.float64)
+    scale = np.max(np.abs(filters), axis=tuple(range(1, filters.ndim)), keepdims=True)
+    return 0.5 + 0.5 * filters / np.where(scale > 0, scale, 1.0)
+
+
+def save_filter_grid(filters: np.ndarray, path: str | os.PathLike) -> None:
+    """Saves first-layer filters as one tiled grey-scale PNG (`filter_tiles`, then
+    `save_image_grid` with one pixel per weight): mid-grey is a zero weight, white the filter's
+    largest positive weight, black its most negative one.
+
+    Args:
+      filters: (N, H, W) or (N, H, W, 1), one tile per hidden unit.
+      path: destination PNG file.
+    """
+    save_image_grid(filter_tiles(filters), path)
+
+
 def save_image_rows(
     rows: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, title: str = ""
 ) -> None:
@@ -188,7 +215,7 @@ def save_scatter_2d(
     path: str | os.PathLike,
     reference: np.ndarray | None = None,
     title: str | None = None,
-) -> None:
+) -> Figure:
     """Scatter plot of 2-D samples, optionally over reference points in another colour.
 
     Meant for toy 2-D data (moons, rings, grids of Gaussians): model samples in blue, the
@@ -199,6 +226,9 @@ def save_scatter_2d(
       path: destination PNG file.
       reference: optional reference points, shape (M, 2).
       title: optional axes title.
+
+    Returns:
+      The figure (saved; its axes' collections hold the plotted points).
     """
     points = _check_points_2d(points, "points")
     figure = _new_figure()
@@ -213,6 +243,7 @@ def save_scatter_2d(
     if title is not None:
         axes.set_title(title)
     _save_figure(figure, path)
+    return figure
 
 
 def _density_on_grid(
@@ -363,7 +394,7 @@ def save_line_plot(
     ylabel: str,
     title: str | None = None,
     logx: bool = False,
-) -> None:
+) -> Figure:
     """Generic line plot of several named series against shared x values, with a legend.
 
     Args:
@@ -374,6 +405,9 @@ def save_line_plot(
       ylabel: y-axis label.
       title: optional axes title.
       logx: use a logarithmic x axis (e.g. for the number of importance samples).
+
+    Returns:
+      The figure (saved; one line per series, in order).
     """
     xs = np.asarray(xs, dtype=np.float64)
     figure = _new_figure()
@@ -392,6 +426,7 @@ def save_line_plot(
     if series:
         axes.legend()
     _save_figure(figure, path)
+    return figure
 
 
 def save_run_comparison(
@@ -399,13 +434,16 @@ def save_run_comparison(
     metric: str,
     path: str | os.PathLike,
     title: str | None = None,
-) -> None:
+) -> Figure:
     """One metric against step for several runs, one line per run (labels are the keys).
 
     Args:
       metrics_jsonl_paths: {run label: that run's metrics.jsonl}.
       metric: the key to plot, e.g. "eval/nll".
       path: destination PNG file.
+
+    Returns:
+      The figure (saved; one line per run, in order).
 
     Raises:
       ValueError: naming the runs whose logs never record `metric`.
@@ -426,3 +464,56 @@ def save_run_comparison(
     axes.set_title(title or metric)
     axes.legend()
     _save_figure(figure, path)
+    return figure
+
+
+def save_band_panels(
+    panels: Sequence[Mapping],
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Figure:
+    """Side-by-side panels of mean curves with shaded bands (e.g. a mean over seeds +- one
+    standard deviation).
+
+    Args:
+      panels: one mapping per panel with "xlabel", "ylabel", optional "title", and "series":
+        {label: (x, mean, low, high)}, four arrays of one length n; drawn as a line through
+        (x, mean) over a band filled between low and high. A label ending in " (raw)" is
+        dashed (same colour as the label without it, when both are present).
+      path: destination PNG file.
+      title: optional figure title.
+
+    Returns:
+      The figure (saved): panel i is `figure.axes[i]`, its lines in series order, and its
+      `collections` the bands in the same order.
+
+    Raises:
+      ValueError: a series whose four arrays differ in length.
+    """
+    figure = _new_figure(num_cols=len(panels))
+    for index, panel in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), index)
+        colours: dict[str, str] = {}
+        for label, arrays in panel["series"].items():
+            x, mean, low, high = (np.asarray(a, dtype=np.float64) for a in arrays)
+            if not x.shape == mean.shape == low.shape == high.shape or x.ndim != 1:
+                raise ValueError(
+                    f"series {label!r}: x, mean, low and high must be 1-D of one length; got "
+                    f"{x.shape}, {mean.shape}, {low.shape}, {high.shape}"
+                )
+            base = label.removesuffix(" (raw)")
+            style = {"linestyle": "--" if label != base else "-", "marker": "."}
+            if base in colours:
+                style["color"] = colours[base]
+            (line,) = axes.plot(x, mean, label=label, **style)
+            colours.setdefault(base, line.get_color())
+            axes.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+        axes.set_xlabel(panel["xlabel"])
+        axes.set_ylabel(panel["ylabel"])
+        if panel.get("title"):
+            axes.set_title(panel["title"])
+        axes.legend(fontsize="small")
+    if title is not None:
+        figure.suptitle(title)
+    _save_figure(figure, path)
+    return figure

@@ -132,16 +132,21 @@ def test_overwrite_and_create_parent_directory(tmp_path):
 def test_scatter_2d(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "scatter.png"
-    plots.save_scatter_2d(rng.normal(size=(500, 2)), path)
+    points = rng.normal(size=(500, 2))
+    figure = plots.save_scatter_2d(points, path)
     assert _open_png(path).mode in ("RGB", "RGBA")
+    (collection,) = figure.axes[0].collections
+    np.testing.assert_allclose(collection.get_offsets(), points)
     path_with_reference = tmp_path / "scatter_ref.png"
-    plots.save_scatter_2d(
-        rng.normal(size=(500, 2)),
-        path_with_reference,
-        reference=rng.normal(size=(300, 2)),
-        title="moons",
-    )
+    samples, reference = rng.normal(size=(500, 2)), rng.normal(size=(300, 2))
+    figure = plots.save_scatter_2d(samples, path_with_reference, reference, title="moons")
     _open_png(path_with_reference)
+    axes = figure.axes[0]
+    # The reference is drawn first (underneath), then the samples.
+    np.testing.assert_allclose(axes.collections[0].get_offsets(), reference)
+    np.testing.assert_allclose(axes.collections[1].get_offsets(), samples)
+    assert axes.get_title() == "moons"
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["reference", "samples"]
     assert sorted(os.listdir(tmp_path)) == ["scatter.png", "scatter_ref.png"]
     with pytest.raises(ValueError):
         plots.save_scatter_2d(rng.normal(size=(10, 3)), tmp_path / "bad.png")
@@ -228,17 +233,62 @@ def test_loss_curves_errors_and_partial_last_line(tmp_path):
 def test_line_plot(tmp_path):
     path = tmp_path / "iwae_vs_k.png"
     ks = [1, 2, 4, 8, 16]
-    plots.save_line_plot(
-        ks,
-        {"iwae": [-90.0, -89.0, -88.5, -88.2, -88.1], "elbo": [-90.0] * 5},
-        path,
-        xlabel="K",
-        ylabel="nats",
-        title="bound vs K",
-        logx=True,
+    series = {"iwae": [-90.0, -89.0, -88.5, -88.2, -88.1], "elbo": [-90.0] * 5}
+    figure = plots.save_line_plot(
+        ks, series, path, xlabel="K", ylabel="nats", title="bound vs K", logx=True
     )
     _open_png(path)
+    axes = figure.axes[0]
+    assert [line.get_label() for line in axes.lines] == ["iwae", "elbo"]
+    for line, values in zip(axes.lines, series.values(), strict=True):
+        np.testing.assert_allclose(line.get_xdata(), ks)
+        np.testing.assert_allclose(line.get_ydata(), values)
+    assert axes.get_xscale() == "log" and axes.get_xlabel() == "K"
     _assert_only_file(tmp_path, "iwae_vs_k.png")
     with pytest.raises(ValueError):
         plots.save_line_plot(ks, {"short": [1.0, 2.0]}, tmp_path / "bad.png", "K", "nats")
     _assert_only_file(tmp_path, "iwae_vs_k.png")
+
+
+def test_run_comparison_draws_each_runs_metric_against_step(tmp_path):
+    paths = {}
+    for name, offset in (("a", 0.0), ("b", 1.0)):
+        paths[name] = tmp_path / f"{name}.jsonl"
+        _write_metrics(paths[name], [{"step": s, "eval/nll": offset + 1 / s} for s in (3, 1, 2)])
+    figure = plots.save_run_comparison(paths, "eval/nll", tmp_path / "compare.png")
+    _open_png(tmp_path / "compare.png")
+    lines = figure.axes[0].lines
+    assert [line.get_label() for line in lines] == ["a", "b"]
+    np.testing.assert_allclose(lines[1].get_xdata(), [1, 2, 3])  # sorted by step
+    np.testing.assert_allclose(lines[1].get_ydata(), [2.0, 1.5, 1 + 1 / 3])
+    with pytest.raises(ValueError, match=r"runs \['a'\]"):
+        plots.save_run_comparison({"a": paths["a"]}, "eval/fid", tmp_path / "missing.png")
+
+
+def test_band_panels_draw_mean_lines_over_their_bands(tmp_path):
+    x = np.array([0.0, 10.0, 20.0])
+    mean, low, high = np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.0, 2.0]), np.array([2, 3, 5])
+    panels = [
+        {"xlabel": "updates", "ylabel": "modes", "title": "left",
+         "series": {"gan": (x, mean, low, high), "gan (raw)": (x, mean + 1, low, high + 1)}},
+        {"xlabel": "seconds", "ylabel": "modes", "series": {"gan": (2 * x, mean, low, high)}},
+    ]  # fmt: skip
+    path = tmp_path / "bands.png"
+    figure = plots.save_band_panels(panels, path, title="coverage")
+    assert _open_png(path).size == (2 * 400, 400)
+    left, right = figure.axes
+    solid, dashed = left.lines
+    np.testing.assert_allclose(solid.get_xydata(), np.stack([x, mean], axis=1))
+    np.testing.assert_allclose(dashed.get_ydata(), mean + 1)
+    assert solid.get_linestyle() == "-" and dashed.get_linestyle() == "--"
+    assert solid.get_color() == dashed.get_color()  # a run and its raw generator share a colour
+    # The band is the polygon between low and high: its vertices span exactly those values.
+    vertices = left.collections[0].get_paths()[0].vertices
+    assert vertices[:, 1].min() == low.min() and vertices[:, 1].max() == high.max()
+    np.testing.assert_allclose(right.lines[0].get_xdata(), 2 * x)
+    assert right.get_xlabel() == "seconds" and left.get_title() == "left"
+    with pytest.raises(ValueError, match="'short'"):
+        plots.save_band_panels(
+            [{"xlabel": "", "ylabel": "", "series": {"short": (x, mean[:2], low, high)}}],
+            tmp_path / "bad.png",
+        )

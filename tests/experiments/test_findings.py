@@ -1,5 +1,8 @@
 """The findings' judges and reports (experiments/findings.py) on hand-made numbers."""
 
+import json
+
+import numpy as np
 import pytest
 
 from experiments import findings
@@ -45,17 +48,85 @@ def test_rbm_judge_needs_every_longer_chain_two_standard_errors_better():
     assert findings._judge_rbm(_rbm_rows([100.0, 101.0, 99.0, 100.5]), {})[0] == "did not hold"
 
 
-def test_mode_judge_compares_mean_modes_over_seeds():
-    def rows(ns, wgan):
-        return [
-            {"gan": loss, "seed": seed, "modes_covered": modes, "high_quality_fraction": 0.5}
-            for loss, per_seed in (("non_saturating", ns), ("wgan_gp", wgan))
-            for seed, modes in zip(findings._GAN_SEEDS, per_seed, strict=True)
-        ]
+def _mode_rows(raw_by_gan, data="ring8", status="finished"):
+    """Finished rows for one dataset: {gan: raw modes per seed}; the moving average's
+    coverage is set one below the raw generator's (the judge must read the raw one)."""
+    return [
+        {"data": data, "gan": gan, "seed": seed, "status": status,
+         "raw_modes_covered": modes, "modes_covered": max(modes - 1, 0)}
+        for gan, per_seed in raw_by_gan.items()
+        for seed, modes in enumerate(per_seed)
+    ]  # fmt: skip
 
-    assert findings._judge_modes(rows([2, 3, 8], [8, 8, 7]), {})[0] == "held"
-    verdict, text = findings._judge_modes(rows([8, 8, 8], [6, 6, 4]), {})
-    assert verdict == "did not hold" and "[6, 6, 4]" in text
+
+def _all_gans(ns, pacgan, wgan10, wgan01, data="ring8"):
+    return _mode_rows(
+        {"non_saturating": ns, "pacgan4": pacgan, "wgan_gp_10": wgan10, "wgan_gp_0.1": wgan01},
+        data,
+    )
+
+
+def test_mode_judge_needs_each_remedy_two_standard_errors_above_the_baseline():
+    collapsed, covering = [2, 3, 2, 3, 2], [8, 8, 7, 8, 8]
+    both = _all_gans(collapsed, covering, covering, covering) + _all_gans(
+        [5, 6, 5, 6, 5], [24, 25, 25, 23, 25], [20, 22, 21, 20, 22], [25] * 5, "grid25_unit"
+    )
+    verdict, text = findings._judge_modes(both, {})
+    assert verdict == "held"
+    assert "ring8, non-saturating + PacGAN4: raw generator [8, 8, 7, 8, 8]" in text
+    assert "moving average [7, 7, 6, 7, 7]" in text
+    # One remedy on one dataset only 0.4 modes better: 0.4 < 2 SE (= 0.63) -> partly held.
+    mixed = _all_gans(collapsed, covering, [2, 3, 3, 3, 3], covering) + _all_gans(
+        [5, 6, 5, 6, 5], [24, 25, 25, 23, 25], [20, 22, 21, 20, 22], [25] * 5, "grid25_unit"
+    )
+    verdict, text = findings._judge_modes(mixed, {})
+    assert verdict == "partly held" and "not more than the non-saturating GAN by 2 SE" in text
+    same = _all_gans([8] * 5, [8] * 5, [6, 6, 4, 6, 6], [8] * 5) + _all_gans(
+        [25] * 5, [25] * 5, [25] * 5, [24] * 5, "grid25_unit"
+    )
+    assert findings._judge_modes(same, {})[0] == "did not hold"
+
+
+def test_mode_judge_is_undecided_without_two_seeds_a_side_and_says_when_nothing_covers():
+    rows = (
+        _all_gans([0], [0], [0], [0])
+        + _mode_rows({"non_saturating": [0, 0]}, "grid25_unit")
+        + _mode_rows({"pacgan4": [0, 0]}, "grid25_unit", status="unfinished")
+    )
+    verdict, text = findings._judge_modes(rows, {})
+    assert verdict == "undecided"
+    assert "too few seeds to compare" in text and "grid25_unit, WGAN-GP, lambda 10: no " in text
+    assert "No generator, raw or averaged, covers a single mode" in text
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 9')
+
+
+def test_coverage_curve_reads_modes_and_training_seconds(tmp_path):
+    """Seconds at update s sum (steps in each logged interval) / steps_per_sec up to s."""
+    path = tmp_path / "metrics.jsonl"
+    _write_jsonl(path, [
+        {"step": 20, "train/d_loss": 1.0, "perf/steps_per_sec": 2.0},   # 10 s
+        {"step": 40, "train/d_loss": 1.0, "perf/steps_per_sec": 4.0},   # + 5 s
+        {"step": 40, "eval/modes_covered": 1, "eval/raw_modes_covered": 2},
+        {"step": 60, "train/d_loss": 1.0, "perf/steps_per_sec": 1.0},   # + 20 s
+        {"step": 80, "train/d_loss": 1.0, "perf/steps_per_sec": 0.5},   # + 40 s
+        {"step": 80, "eval/modes_covered": 3, "eval/raw_modes_covered": 5},
+    ])  # fmt: skip
+    curve = findings._coverage_curve(str(path))
+    assert curve == {
+        "updates": [40, 80], "seconds": [15.0, 75.0], "modes": [1, 3], "raw_modes": [2, 5]
+    }  # fmt: skip
+
+
+def test_mean_band_is_mean_plus_minus_sample_std_over_seeds():
+    curves = [{"m": [0, 2, 4]}, {"m": [2, 4, 8]}, {"m": [4, 6]}]  # the last seed is shorter
+    mean, low, high = findings._mean_band(curves, "m")
+    np.testing.assert_allclose(mean, [2, 4])
+    np.testing.assert_allclose(low, [0, 2])  # std (ddof=1) of (0, 2, 4) is 2
+    np.testing.assert_allclose(high, [4, 6])
+    assert findings._mean_band(curves[:1], "m") == ([0, 2, 4], [0, 2, 4], [0, 2, 4])
 
 
 def _snr_rows(reparam_encoder, dreg_encoder):
@@ -94,8 +165,36 @@ def test_report_states_claim_verdict_numbers_and_commands(tmp_path):
 
 
 def test_every_finding_run_is_a_valid_training_config(tmp_path):
-    """The trainer's own checks accept every run of every finding (nothing is trained)."""
+    """The trainer's own checks accept every run of every finding (nothing is trained), and
+    each run's overrides reach its config."""
     for finding in findings.FINDINGS.values():
         for spec in finding.runs:
             config = sweep.load_config_file(spec.config)
             sweep.validate_runs(config, [spec], str(tmp_path / finding.name))
+            run_config = sweep.apply_overrides(config, spec.overrides)
+            for field, value in spec.overrides:
+                assert run_config[field] == value, (spec.name, field)
+
+
+@pytest.mark.parametrize("label", list(findings._GAN_VARIANTS))
+def test_mode_collapse_runs_share_networks_optimizer_and_budget(label):
+    """Every GAN of the study: 3 x 512 MLPs, a 2-D latent, Adam 1e-4 with betas (0.5, 0.9)
+    for both networks, the same number of generator updates; only loss, penalty and packing
+    differ, as the label says."""
+    specs = [s for s in findings.MODE_COLLAPSE.runs if dict(s.labels)["gan"] == label]
+    assert sorted({dict(s.labels)["seed"] for s in specs}) == [0, 1, 2, 3, 4]
+    for spec in specs:
+        config = sweep.apply_overrides(sweep.load_config_file(spec.config), spec.overrides)
+        mc = config.model_config
+        assert (mc.hidden_size, mc.num_hidden_layers, mc.latent_size) == (512, 3, 2)
+        assert (config.learning_rate, config.adam_b1, config.adam_b2) == (1e-4, 0.5, 0.9)
+        assert mc.discriminator_learning_rate == 0.0  # the generator's rate for both
+        assert config.num_steps == findings._GAN_STEPS
+        assert config.dataset == f"toy2d/{dict(spec.labels)['data']}"
+        expected = {
+            "non_saturating": ("non_saturating", 1, 0.0, 1),
+            "pacgan4": ("non_saturating", 1, 0.0, 4),
+            "wgan_gp_10": ("wasserstein", 5, 10.0, 1),
+            "wgan_gp_0.1": ("wasserstein", 5, 0.1, 1),
+        }[label]
+        assert (mc.loss, mc.critic_steps, mc.gradient_penalty, mc.pack) == expected
