@@ -3,7 +3,8 @@
     train_and_evaluate(config, workdir)  # validate, train (resuming), evaluate, write eval.json
 
 Everything a run writes lives in `workdir`: `config.json`, `checkpoints/`, `metrics.jsonl`,
-`tensorboard/`, `samples/*.png`, `loss_curves.png` and `eval.json`.
+`tensorboard/`, `samples/*.png`, `loss_curves.png`, `eval.json` and, for families with
+first-layer filters (RBM, DBN, DBM on images), `filters.png`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from genjax.train.checkpoint import Checkpointer
 from genjax.train.metrics import MetricWriter, write_json_atomic
 
 EVAL_FILE = "eval.json"
+FILTERS_FILE = "filters.png"
 # fold_in values of the evaluation key streams (per-example keys, and once-per-evaluation
 # constants); train steps fold in their step (< 2**31 - 2).
 _EVAL_STREAM = 2**31 - 1
@@ -284,8 +286,10 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
       experiment: from `Experiment(config)`.
       workdir: the run's directory.
       stop_at_step: train only up to this step (checkpointing there) and return; a later call
-        continues. None trains to `config.num_steps`, or until the time budget
-        `config.max_train_seconds` (`TrainClock`) is spent, whichever comes first.
+        continues. None trains to `config.num_steps`.
+
+    Training stops earlier, at any of these limits, once the time budget
+    `config.max_train_seconds` (`TrainClock`) is spent.
     """
     return _train(experiment, workdir, stop_at_step)[0]
 
@@ -405,7 +409,8 @@ def restore_state(experiment: Experiment, workdir: str, step: int | None = None)
 def final_evaluation(
     experiment: Experiment, state, workdir: str, training: dict | None = None
 ) -> dict:
-    """The full evaluation protocol; writes `eval.json`, final samples and loss curves.
+    """The full evaluation protocol; writes `eval.json`, final samples, loss curves and the
+    first-layer filters (`filters.png`, families that have them).
 
     eval.json holds the evaluation's summary, the state's `step` (the steps reached), `model`,
     `dataset` and the `training` record, if given (`train_and_evaluate` passes the loop's:
@@ -422,10 +427,18 @@ def final_evaluation(
         write_json_atomic(os.path.join(workdir, EVAL_FILE), results)
         _save_step_samples(experiment, state, workdir, results["step"])
         _save_density_plot(experiment, state, workdir)
+        _save_filters(experiment, state, workdir)
         metrics_path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(metrics_path):
             plots.save_loss_curves(metrics_path, os.path.join(workdir, "loss_curves.png"))
     return results
+
+
+def _save_filters(experiment: Experiment, state, workdir: str) -> None:
+    """filters.png when the family has first-layer filters (energy models on images)."""
+    filters = experiment.model.first_layer_filters(state)
+    if filters is not None:
+        plots.save_filter_grid(np.asarray(filters), os.path.join(workdir, FILTERS_FILE))
 
 
 def _save_density_plot(experiment: Experiment, state, workdir: str) -> None:
