@@ -1,7 +1,8 @@
 """Affine coupling layers, squeezing and multi-scale factor-out: RealNVP and Glow's building blocks.
 
 RealNVP: Dinh, Sohl-Dickstein & Bengio (2017), "Density estimation using Real NVP"; Glow:
-Kingma & Dhariwal (2018) reuse the affine coupling with a sigmoid scale.
+Kingma & Dhariwal (2018) reuse the affine coupling with a sigmoid scale, or NICE's additive
+coupling (Dinh, Krueger & Bengio 2015).
 
 Directions. Every class here follows the protocol of `genjax.flows.bijector`: `forward` is
 `__call__(x, inverse=False)`, `inverse` is `__call__(x, inverse=True)`, and log_det is
@@ -40,6 +41,7 @@ from genjax.models import precision
 
 MASKS = ("checkerboard", "channel", "half")
 SCALES = ("tanh", "sigmoid")
+COUPLINGS = ("affine", "additive")
 IMAGE_MASKS = ("checkerboard", "channel")
 
 # Glow's sigmoid scale: exp(s) = sigmoid(raw + SIGMOID_SHIFT), so a zero `raw` scales by 0.88.
@@ -141,7 +143,7 @@ def _check_input(mask: str, x: jax.Array) -> None:
         )
 
 
-def _affine(x: jax.Array, log_scale: jax.Array, shift: jax.Array, inverse: bool):
+def affine(x: jax.Array, log_scale: jax.Array, shift: jax.Array, inverse: bool):
     """y = x * exp(log_scale) + shift and its log-det (B,), or the inverse map and its log-det."""
     if inverse:
         return (x - shift) * jnp.exp(-log_scale), -event_sum(log_scale)
@@ -167,8 +169,13 @@ class AffineCoupling(Bijector):
 
     Scales s = s(raw) of the conditioner's raw output:
       'tanh': s = scale_factor * tanh(raw) with a learnable per-channel (per-feature for 'half')
-          `scale_factor`, initialised to 1: RealNVP's tanh stabilisation.
+          `scale_factor`, initialised to 1: RealNVP's tanh stabilisation. |s| <= |scale_factor|,
+          so it can expand or contract.
       'sigmoid': exp(s) = sigmoid(raw + 2) (Glow). s < 0, so the forward map contracts x_b.
+
+    `coupling='additive'` is NICE's additive coupling (Dinh et al. 2015), Glow's other option:
+    y_b = x_b + t(x_a), log_det = 0 (volume preserving); the conditioner outputs only t and
+    `scale` is unused.
 
     The conditioner (`ConvConditioner` for image masks, `MLPConditioner` for 'half') outputs raw
     and t; its last layer is zero-initialised, so a new 'tanh' coupling is exactly the identity
@@ -181,6 +188,7 @@ class AffineCoupling(Bijector):
     mask: str
     parity: bool = False
     scale: str = "tanh"
+    coupling: str = "affine"
     hidden_channels: int = 32
     hidden_features: int = 64
     num_hidden_layers: int = 2
@@ -189,6 +197,7 @@ class AffineCoupling(Bijector):
     def __post_init__(self):
         _check_choice("mask", self.mask, MASKS)
         _check_choice("scale", self.scale, SCALES)
+        _check_choice("coupling", self.coupling, COUPLINGS)
         super().__post_init__()
 
     @nn.compact
@@ -202,27 +211,35 @@ class AffineCoupling(Bijector):
             conditioner_input, x_b = split_halves(x, self.parity)
             num_transformed = x_b.shape[-1]
 
+        additive = self.coupling == "additive"
+        num_outputs = num_transformed if additive else 2 * num_transformed
         if self.mask == "half":
             conditioner = MLPConditioner(
-                self.hidden_features, self.num_hidden_layers, 2 * num_transformed, self.dtype
+                self.hidden_features, self.num_hidden_layers, num_outputs, self.dtype
             )
         else:
             conditioner = ConvConditioner(
-                self.hidden_channels, self.num_hidden_layers, 2 * num_transformed, self.dtype
+                self.hidden_channels, self.num_hidden_layers, num_outputs, self.dtype
             )
-        raw, shift = jnp.split(conditioner(conditioner_input), 2, axis=-1)
-        if self.scale == "tanh":
-            scale_factor = self.param("scale_factor", nn.initializers.ones, (num_transformed,))
-            log_scale = scale_factor * jnp.tanh(raw)
-        else:
-            log_scale = jax.nn.log_sigmoid(raw + SIGMOID_SHIFT)
+        log_scale, shift = self._log_scale_and_shift(conditioner(conditioner_input))
 
         if self.mask == "checkerboard":
             log_scale, shift = jnp.where(keep, 0.0, log_scale), jnp.where(keep, 0.0, shift)
-            y, log_det = _affine(x, log_scale, shift, inverse)
+            y, log_det = affine(x, log_scale, shift, inverse)
             return jnp.where(keep, x, y), log_det
-        y_b, log_det = _affine(x_b, log_scale, shift, inverse)
+        y_b, log_det = affine(x_b, log_scale, shift, inverse)
         return merge_halves(conditioner_input, y_b, self.parity), log_det
+
+    def _log_scale_and_shift(self, out: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(s, t) from the conditioner's output (..., K) (K = 2 * transformed entries, or
+        K = transformed entries for 'additive', whose s is 0)."""
+        if self.coupling == "additive":
+            return jnp.zeros_like(out), out
+        raw, shift = jnp.split(out, 2, axis=-1)
+        if self.scale == "tanh":
+            scale_factor = self.param("scale_factor", nn.initializers.ones, (raw.shape[-1],))
+            return scale_factor * jnp.tanh(raw), shift
+        return jax.nn.log_sigmoid(raw + SIGMOID_SHIFT), shift
 
 
 # ----------------------------------------------------------------------------- squeezing
@@ -287,10 +304,18 @@ class MultiScale(Bijector):
     back into one array keeps the flow a single shape-preserving bijector whose standard-normal
     base covers every factored-out variable. Glow's level (squeeze, steps, split) is
     `MultiScale(Squeezed(steps), inner)`.
+
+    `split_prior` (optional) gives z_out a prior conditioned on the kept half, as Glow's split
+    does: a bijector called as `split_prior(z_out, inverse, context=kept)`, `kept` being the
+    kept half on the data side (before `inner.inverse`, which is also what `inner.forward`
+    returns). It maps z_out towards the noise after step 2, and back before step 4 of the
+    forward pass. With `genjax.flows.glow.SplitPrior`, log N(z_out; mu(kept), sigma(kept)^2)
+    is computed as the standard normal of (z_out - mu) / sigma plus that map's log-det.
     """
 
     transform: Bijector
     inner: Bijector | None = None
+    split_prior: Bijector | None = None
 
     def __call__(self, x, inverse=False, context=None):
         if inverse:
@@ -303,15 +328,33 @@ class MultiScale(Bijector):
         return y, log_det + transform_log_det
 
     def _factor_out(self, x, log_det, inverse, context):
-        """Squeezes x, runs `inner` on the second half of the channels and writes both halves
-        back; adds `inner`'s log-det to log_det."""
+        """Squeezes x, runs `inner` on the second half of the channels (and `split_prior` on
+        the first) and writes both halves back; adds their log-dets to log_det."""
         squeezed = space_to_depth(x)  # (B, H/2, W/2, 4C)
         factored, kept = jnp.split(squeezed, 2, axis=-1)
-        if self.inner is not None:
-            kept_out, inner_log_det = self.inner(kept, inverse=inverse, context=context)
-            chex.assert_equal_shape((kept_out, kept))
-            kept, log_det = kept_out, log_det + inner_log_det
+        if inverse:  # data -> noise: the prior reads the kept half before `inner` maps it
+            factored, log_det = self._split_prior(factored, kept, log_det, inverse)
+            kept, log_det = self._inner(kept, log_det, inverse, context)
+        else:  # noise -> data: `inner` first, so the prior reads the same kept half
+            kept, log_det = self._inner(kept, log_det, inverse, context)
+            factored, log_det = self._split_prior(factored, kept, log_det, inverse)
         return depth_to_space(jnp.concatenate([factored, kept], axis=-1)), log_det
+
+    def _inner(self, kept, log_det, inverse, context):
+        """`inner` on the kept half (the identity when None), its log-det added."""
+        if self.inner is None:
+            return kept, log_det
+        kept_out, inner_log_det = self.inner(kept, inverse=inverse, context=context)
+        chex.assert_equal_shape((kept_out, kept))
+        return kept_out, log_det + inner_log_det
+
+    def _split_prior(self, factored, kept, log_det, inverse):
+        """`split_prior` on the factored-out half given the kept half (identity when None)."""
+        if self.split_prior is None:
+            return factored, log_det
+        factored_out, prior_log_det = self.split_prior(factored, inverse=inverse, context=kept)
+        chex.assert_equal_shape((factored_out, factored))
+        return factored_out, log_det + prior_log_det
 
 
 # ----------------------------------------------------------------------------- builders
@@ -335,6 +378,7 @@ def realnvp_image(
     final_couplings: int = 4,
     scale: str = "tanh",
     dtype: Any = None,
+    coupling: str = "affine",
 ) -> Bijector:
     """RealNVP's multi-scale flow for (B, H, W, C) images (Dinh et al. 2017, Sec. 3.6, 4.1),
     returned noise -> data: (B, H, W, C) -> (B, H, W, C); H and W must be divisible by
@@ -345,7 +389,8 @@ def realnvp_image(
     `couplings_per_scale` channel couplings (alternating parity), and factors out half of the
     channels (`MultiScale`); the last scale applies `final_couplings` checkerboard couplings.
     The couplings compute the paper's y_b = x_b * exp(s) + t in the data -> noise direction
-    (they sit inside `Invert`; see the module docstring).
+    (they sit inside `Invert`; see the module docstring); `scale` and `coupling` are
+    `AffineCoupling`'s.
 
     Omitted from the paper: batch normalisation (it would make the bijector depend on batch
     statistics and carry running averages, breaking the pure (params, x) -> (y, log_det)
@@ -362,6 +407,7 @@ def realnvp_image(
         hidden_channels=hidden_channels,
         num_hidden_layers=num_hidden_layers,
         scale=scale,
+        coupling=coupling,
         dtype=dtype,
     )
     flow = Invert(Chain(_alternating_couplings("checkerboard", final_couplings, **fields)))
@@ -384,13 +430,15 @@ def realnvp_flat(
     num_hidden_layers: int = 2,
     scale: str = "tanh",
     dtype: Any = None,
+    coupling: str = "affine",
 ) -> Bijector:
     """RealNVP for flat (B, num_dims) data such as the 2-D toy densities (Dinh et al. 2017,
     Fig. 1), returned noise -> data: (B, D) -> (B, D).
 
     `num_couplings` 'half'-mask couplings of alternating parity with MLP conditioners; they
     compute the paper's y_b = x_b * exp(s) + t in the data -> noise direction (inside
-    `Invert`). Batch normalisation is omitted, as in `realnvp_image`.
+    `Invert`); `scale` and `coupling` are `AffineCoupling`'s. Batch normalisation is omitted,
+    as in `realnvp_image`.
     """
     if num_dims < 2 or num_couplings < 1:
         raise ValueError(
@@ -403,6 +451,7 @@ def realnvp_flat(
         hidden_features=hidden_features,
         num_hidden_layers=num_hidden_layers,
         scale=scale,
+        coupling=coupling,
         dtype=dtype,
     )
     return Invert(Chain(couplings))

@@ -1,12 +1,20 @@
-"""Glow: activation normalisation, the invertible 1x1 convolution, and the Glow flows.
+"""Glow: activation normalisation, the invertible 1x1 convolution, the learned priors, and the
+Glow flows.
 
 Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions", Sec. 3.1
 (actnorm) and Sec. 3.2 (invertible 1x1 convolution, plain and LU-decomposed). Both act on the
 last (channel) axis of (B, ..., C) inputs, the same way at every position: images
 (B, H, W, C), sequences (B, T, C) and flat vectors (B, D), which are one position of D channels.
-Their log-dets are therefore (number of positions) times a per-position term. The affine
-coupling layer that completes a Glow step lives in `genjax.flows.coupling`; `glow_image` and
+Their log-dets are therefore (number of positions) times a per-position term. The coupling
+layer that completes a Glow step lives in `genjax.flows.coupling`; `glow_image` and
 `glow_flat` assemble the steps into flows.
+
+Glow's learned priors (its code's `learntop` top prior and `split2d_prior`) are written as
+bijectors in front of the standard-normal base: a Gaussian prior N(z; mu, sigma^2) is the
+standard normal of eps = (z - mu) / sigma plus that map's log-det -sum log sigma, which is the
+same log-density. `TopPrior` has learned mu and log sigma; `SplitPrior` computes them from
+the kept half of a multi-scale split (`genjax.flows.coupling.MultiScale.split_prior`). Both
+start at mu = 0, log sigma = 0: the standard normal.
 
 Both follow the bijector protocol of `genjax.flows.bijector`, and in a `Flow` the forward
 direction maps noise to data.
@@ -26,7 +34,17 @@ import numpy as np
 import scipy.linalg
 
 from genjax.flows.bijector import Bijector, Chain, Invert
-from genjax.flows.coupling import AffineCoupling, MultiScale, Squeezed
+from genjax.flows.coupling import (
+    COUPLINGS,
+    SCALES,
+    AffineCoupling,
+    ConvConditioner,
+    MultiScale,
+    Squeezed,
+    affine,
+)
+
+PRIORS = ("standard", "learned")
 
 
 def _check_channels_last(x: jax.Array, layer: str) -> None:
@@ -226,20 +244,100 @@ class InvConv1x1(Bijector):
         return kernel, kernel_inverse, jnp.sum(log_s)
 
 
+# ----------------------------------------------------------------------------- learned priors
+
+
+class TopPrior(Bijector):
+    """Glow's learned top prior N(z; mu, exp(log_sigma)^2) as a bijector: forward (noise ->
+    data) z = eps * exp(log_sigma) + mu, log-det sum(log_sigma), (B,); inverse
+    eps = (z - mu) * exp(-log_sigma), log-det -sum(log_sigma).
+
+    `mu` and `log_sigma` are parameters of the event's shape (x.shape[1:]), zero-initialised,
+    so a new prior is the standard normal. Glow's code (`learntop`) obtains them from a
+    zero-initialised 3x3 convolution of a zero input with an edge-padding channel, i.e. per
+    channel with separate values at the borders; a parameter per position and channel covers
+    that. Unconditional here (Glow can add a class embedding). `context` is ignored.
+    """
+
+    @nn.compact
+    def __call__(self, x, inverse=False, context=None):
+        del context
+        mean = self.param("mean", nn.initializers.zeros_init(), x.shape[1:])
+        log_scale = self.param("log_scale", nn.initializers.zeros_init(), x.shape[1:])
+        return affine(x, jnp.broadcast_to(log_scale, x.shape), mean, inverse)
+
+
+class SplitPrior(Bijector):
+    """Glow's split prior (`split2d_prior`) for the factored-out half z of a multi-scale level,
+    as a bijector conditioned on the kept half h = `context` (B, H, W, C_h):
+
+        (mu, log_sigma) = conv3x3(h),   z ~ N(mu, exp(log_sigma)^2) elementwise,
+
+    forward (noise -> data) z = eps * exp(log_sigma) + mu with log-det sum(log_sigma), inverse
+    eps = (z - mu) * exp(-log_sigma) with log-det -sum(log_sigma), (B,). z is (B, H, W, C).
+    The convolution (a `ConvConditioner` without hidden layers, computing in `dtype`) is
+    zero-initialised, so a new prior is the standard normal, as in Glow. Glow's code also
+    rescales the convolution's output by exp(3 * a learned per-channel log-scale); omitted.
+    """
+
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x, inverse=False, context=None):
+        if context is None or context.shape[:-1] != x.shape[:-1]:
+            raise ValueError(
+                "SplitPrior needs the kept half as context, (B, H, W, C_h) matching the "
+                f"factored half {x.shape} except in channels; got "
+                f"{None if context is None else context.shape}"
+            )
+        conv = ConvConditioner(
+            hidden_channels=0, num_hidden_layers=0, out_channels=2 * x.shape[-1], dtype=self.dtype
+        )
+        stats = conv(context)  # (B, H, W, 2C)
+        mean, log_scale = jnp.split(stats, 2, axis=-1)  # (B, H, W, C) each
+        return affine(x, log_scale, mean, inverse)
+
+
 # ----------------------------------------------------------------------------- builders
 
 
-def glow_steps(num_steps: int, mask: str, lu: bool, seed: int, **coupling_fields) -> Bijector:
+def check_glow_options(scale: str, coupling: str, prior: str) -> None:
+    """Raises ValueError naming the option unless each is one of SCALES, COUPLINGS, PRIORS."""
+    for name, value, allowed in (
+        ("scale", scale, SCALES),
+        ("coupling", coupling, COUPLINGS),
+        ("prior", prior, PRIORS),
+    ):
+        if value not in allowed:
+            raise ValueError(f"Glow {name}={value!r}; expected one of {allowed}")
+
+
+def glow_steps(
+    num_steps: int,
+    mask: str,
+    lu: bool,
+    seed: int,
+    scale: str = "sigmoid",
+    coupling: str = "affine",
+    **coupling_fields,
+) -> Bijector:
     """`num_steps` Glow steps, returned noise -> data. In the data -> noise direction each
-    step is ActNorm -> invertible 1x1 convolution -> affine coupling with Glow's sigmoid scale
-    (Kingma & Dhariwal 2018, Sec. 3, Table 1); couplings alternate parity, and each 1x1
+    step is ActNorm -> invertible 1x1 convolution -> coupling (Kingma & Dhariwal 2018, Sec. 3,
+    Table 1): `coupling='affine'` with `scale` ('sigmoid' is Glow's; 'tanh' RealNVP's, which
+    can also expand) or 'additive' (NICE's); couplings alternate parity, and each 1x1
     convolution gets its own seed (`seed + index`)."""
     steps = []
     for index in range(num_steps):
         steps += [
             ActNorm(),
             InvConv1x1(lu=lu, seed=seed + index),
-            AffineCoupling(mask=mask, parity=index % 2 == 1, scale="sigmoid", **coupling_fields),
+            AffineCoupling(
+                mask=mask,
+                parity=index % 2 == 1,
+                scale=scale,
+                coupling=coupling,
+                **coupling_fields,
+            ),
         ]
     return Invert(Chain(steps))
 
@@ -251,25 +349,41 @@ def glow_image(
     num_hidden_layers: int = 2,
     lu: bool = True,
     dtype: Any = None,
+    scale: str = "sigmoid",
+    coupling: str = "affine",
+    prior: str = "standard",
 ) -> Bijector:
     """Glow's multi-scale flow for (B, H, W, C) images (Kingma & Dhariwal 2018, Fig. 2),
     returned noise -> data; H and W must be divisible by 2^num_scales.
 
     Data -> noise, per level: squeeze, `steps_per_scale` steps on the squeezed tensor with
-    channel-split couplings, then (except at the last level) factor out half of the channels
-    (`MultiScale`). Sized for CPU by default; the paper's conditioners are 512 channels wide.
+    channel-split couplings (`scale`, `coupling`: see `glow_steps`), then (except at the last
+    level) factor out half of the channels (`MultiScale`). With `prior='learned'` each
+    factored-out half gets Glow's `SplitPrior` given the kept half, and the last level's output
+    a `TopPrior`; with 'standard' every latent is N(0, 1). Sized for CPU by default; the
+    paper's conditioners are 512 channels wide.
     """
+    check_glow_options(scale, coupling, prior)
     if num_scales < 1 or steps_per_scale < 1:
         raise ValueError(
             f"glow_image needs num_scales and steps_per_scale >= 1; got {num_scales}, "
             f"{steps_per_scale}"
         )
-    fields = dict(hidden_channels=hidden_channels, num_hidden_layers=num_hidden_layers, dtype=dtype)
+    fields = dict(
+        hidden_channels=hidden_channels,
+        num_hidden_layers=num_hidden_layers,
+        dtype=dtype,
+        scale=scale,
+        coupling=coupling,
+    )
+    learned = prior == "learned"
     seed = 1000 * num_scales
-    flow = Squeezed(glow_steps(steps_per_scale, "channel", lu, seed, **fields))
+    top = glow_steps(steps_per_scale, "channel", lu, seed, **fields)
+    flow = Squeezed(Chain([TopPrior(), top]) if learned else top)
     for level in range(num_scales - 1):
         steps = glow_steps(steps_per_scale, "channel", lu, 1000 * level, **fields)
-        flow = MultiScale(transform=Squeezed(steps), inner=flow)
+        split_prior = SplitPrior(dtype=dtype) if learned else None
+        flow = MultiScale(transform=Squeezed(steps), inner=flow, split_prior=split_prior)
     return flow
 
 
@@ -280,12 +394,24 @@ def glow_flat(
     num_hidden_layers: int = 2,
     lu: bool = True,
     dtype: Any = None,
+    scale: str = "sigmoid",
+    coupling: str = "affine",
+    prior: str = "standard",
 ) -> Bijector:
     """Glow steps on flat (B, num_dims) data (ActNorm, 1x1 convolution as a learned
-    num_dims x num_dims rotation, 'half'-mask couplings), returned noise -> data."""
+    num_dims x num_dims rotation, 'half'-mask couplings with `scale` and `coupling`), returned
+    noise -> data; `prior='learned'` puts a `TopPrior` under them (there are no splits)."""
+    check_glow_options(scale, coupling, prior)
     if num_dims < 2 or num_steps < 1:
         raise ValueError(
             f"glow_flat needs num_dims >= 2 and num_steps >= 1; got {num_dims}, {num_steps}"
         )
-    fields = dict(hidden_features=hidden_features, num_hidden_layers=num_hidden_layers, dtype=dtype)
-    return glow_steps(num_steps, "half", lu, 0, **fields)
+    fields = dict(
+        hidden_features=hidden_features,
+        num_hidden_layers=num_hidden_layers,
+        dtype=dtype,
+        scale=scale,
+        coupling=coupling,
+    )
+    steps = glow_steps(num_steps, "half", lu, 0, **fields)
+    return Chain([TopPrior(), steps]) if prior == "learned" else steps

@@ -1,4 +1,5 @@
-"""Tests for genjax/flows/glow.py: ActNorm and the invertible 1x1 convolution (Glow)."""
+"""Tests for genjax/flows/glow.py: ActNorm, the invertible 1x1 convolution, the learned priors
+and the Glow builders (Glow)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +7,20 @@ import numpy as np
 import optax
 import pytest
 
+from genjax.flows.bijector import Chain
+from genjax.flows.coupling import MultiScale, Squeezed
 from genjax.flows.flow import Flow
-from genjax.flows.glow import ActNorm, InvConv1x1, lu_factors, random_rotation
+from genjax.flows.glow import (
+    ActNorm,
+    InvConv1x1,
+    SplitPrior,
+    TopPrior,
+    glow_flat,
+    glow_image,
+    glow_steps,
+    lu_factors,
+    random_rotation,
+)
 from tests.flows.checks import assert_log_det_matches_jacobian, assert_round_trip
 
 SEEDS = (0, 1, 2)
@@ -244,3 +257,140 @@ def test_actnorm_init_under_jit_matches_eager():
     eager = layer.init(jax.random.key(0), data, inverse=True)
     jitted = jax.jit(layer.init, static_argnames="inverse")(jax.random.key(0), data, inverse=True)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), jitted, eager)
+
+
+# ----------------------------------------------------------------------------- learned priors
+
+SPLIT_SHAPE, KEPT_SHAPE = (2, 3, 3, 2), (2, 3, 3, 3)  # factored half z, kept half h
+
+
+def _gaussian_log_density(z, mean, log_sigma):
+    """sum of log N(z; mean, exp(log_sigma)^2) over the event, float64 NumPy: (B,)."""
+    z, mean, log_sigma = (np.asarray(a, np.float64) for a in (z, mean, log_sigma))
+    terms = -0.5 * ((z - mean) / np.exp(log_sigma)) ** 2 - log_sigma - 0.5 * np.log(2 * np.pi)
+    return terms.reshape(len(z), -1).sum(axis=1)
+
+
+def _standard_normal_log_density(eps):
+    return _gaussian_log_density(eps, np.zeros_like(eps), np.zeros_like(eps))
+
+
+def _conv3x3_same(h, kernel, bias):
+    """An independent float64 3x3 'SAME' cross-correlation: h (B, H, W, C_in), kernel
+    (3, 3, C_in, C_out), bias (C_out,) -> (B, H, W, C_out)."""
+    h, kernel = np.asarray(h, np.float64), np.asarray(kernel, np.float64)
+    padded = np.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = np.zeros((*h.shape[:3], kernel.shape[-1]))
+    for di in range(3):
+        for dj in range(3):
+            window = padded[:, di : di + h.shape[1], dj : dj + h.shape[2], :]
+            out += np.einsum("bhwc,co->bhwo", window, kernel[di, dj])
+    return out + np.asarray(bias, np.float64)
+
+
+def test_top_prior_density_is_the_learned_gaussian():
+    """log N(eps; 0, I) + the inverse's log-det == log N(z; mu, sigma^2) with the learned mu,
+    log sigma (perturbed off zero); log-dets against the Jacobian, round trip."""
+    prior = TopPrior()
+    z = _batch(0, SPLIT_SHAPE, mean=0.5, std=2.0)
+    variables = _perturbed_variables(prior, 0, z, scale=0.5)
+    eps, log_det = prior.apply(variables, z, inverse=True)
+    params = variables["params"]
+    np.testing.assert_allclose(
+        _standard_normal_log_density(eps) + np.asarray(log_det),
+        _gaussian_log_density(z, params["mean"], params["log_scale"]),
+        rtol=1e-5,
+    )
+    assert_round_trip(prior, variables, z)
+    assert_log_det_matches_jacobian(prior, variables, z)
+    assert_log_det_matches_jacobian(prior, variables, z, inverse=True)
+
+
+def test_split_prior_density_is_the_gaussian_of_a_conv_of_the_kept_half():
+    """mu, log sigma are the two halves of a 3x3 convolution of the kept half h (computed here
+    independently in NumPy); the prior's log density is log N(z; mu, sigma^2)."""
+    prior = SplitPrior()
+    z, h = _batch(1, SPLIT_SHAPE, std=1.5), _batch(2, KEPT_SHAPE)
+    variables = prior.init(jax.random.key(0), z, context=h)
+    variables = jax.tree.map(
+        lambda leaf: leaf + 0.2 * jax.random.normal(jax.random.key(5), leaf.shape), variables
+    )
+    eps, log_det = prior.apply(variables, z, inverse=True, context=h)
+    (conv,) = jax.tree.leaves(variables["params"], is_leaf=lambda node: "kernel" in node)
+    stats = _conv3x3_same(h, conv["kernel"], conv["bias"])
+    mean, log_sigma = stats[..., :2], stats[..., 2:]
+    np.testing.assert_allclose(
+        _standard_normal_log_density(eps) + np.asarray(log_det),
+        _gaussian_log_density(z, mean, log_sigma),
+        rtol=1e-5,
+    )
+    assert_round_trip(prior, variables, z, context=h)
+    assert_log_det_matches_jacobian(prior, variables, z, context=h)
+    assert_log_det_matches_jacobian(prior, variables, z, context=h, inverse=True)
+    with pytest.raises(ValueError, match="SplitPrior needs the kept half as context"):
+        prior.apply(variables, z, inverse=True)
+
+
+@pytest.mark.parametrize("prior", [TopPrior(), SplitPrior()])
+def test_learned_priors_start_as_the_standard_normal(prior):
+    """Zero initialisation: the map is the identity with log-det 0, i.e. N(0, I)."""
+    z, h = _batch(3, SPLIT_SHAPE, std=3.0), _batch(4, KEPT_SHAPE)
+    variables = prior.init(jax.random.key(1), z, context=h)
+    eps, log_det = prior.apply(variables, z, inverse=True, context=h)
+    np.testing.assert_array_equal(eps, z)
+    np.testing.assert_array_equal(log_det, 0.0)
+
+
+def test_multiscale_with_split_prior_at_init_equals_the_standard_prior_flow():
+    """The same level with and without the split prior, sharing the transform's and inner's
+    parameters: at zero init the log-densities agree exactly; perturbed, they differ."""
+    fields = dict(hidden_channels=8, num_hidden_layers=1)
+
+    def level(split_prior):
+        return MultiScale(
+            transform=Squeezed(glow_steps(1, "channel", True, 0, **fields)),
+            inner=Squeezed(glow_steps(1, "channel", True, 7, **fields)),
+            split_prior=split_prior,
+        )
+
+    x = _batch(5, (3, 8, 8, 1))
+    learned, standard = Flow(level(SplitPrior()), (8, 8, 1)), Flow(level(None), (8, 8, 1))
+    variables = learned.init(jax.random.key(2), x)
+    shared = {"params": {"bijector": dict(variables["params"]["bijector"])}}
+    del shared["params"]["bijector"]["split_prior"]
+    np.testing.assert_array_equal(learned.apply(variables, x), standard.apply(shared, x))
+    moved = jax.tree.map(lambda leaf: leaf + 0.1, variables)
+    assert np.abs(np.asarray(learned.apply(moved, x) - learned.apply(variables, x))).min() > 0
+
+
+@pytest.mark.parametrize("coupling,scale", [("affine", "tanh"), ("additive", "sigmoid")])
+def test_glow_image_with_learned_priors_round_trips_and_matches_the_jacobian(coupling, scale):
+    """The whole two-level Glow with split and top priors (perturbed off init): the round trip,
+    and Flow.log_prob == log N(z) + slogdet of the data -> noise Jacobian."""
+    bijector = glow_image(
+        2, 1, 4, num_hidden_layers=1, scale=scale, coupling=coupling, prior="learned"
+    )
+    x = _batch(6, (2, 4, 4, 1))
+    variables = _perturbed_variables(bijector, 6, x, scale=0.05)
+    assert "split_prior" in variables["params"]
+    assert_round_trip(bijector, variables, x, atol=1e-3)
+    assert_log_det_matches_jacobian(bijector, variables, x, inverse=True)
+    assert_log_det_matches_jacobian(bijector, variables, x)
+
+
+def test_glow_flat_learned_prior_starts_at_the_standard_flow():
+    """glow_flat(prior='learned') is Chain([TopPrior, steps]): at init, the same density as
+    the steps alone with the same parameters."""
+    x = _batch(7, (5, 4))
+    learned = Flow(glow_flat(4, 2, 8, num_hidden_layers=1, prior="learned"), (4,))
+    standard = Flow(glow_flat(4, 2, 8, num_hidden_layers=1), (4,))
+    variables = learned.init(jax.random.key(3), x)
+    assert isinstance(learned.bijector, Chain)
+    steps_only = {"params": {"bijector": variables["params"]["bijector"]["bijectors_1"]}}
+    np.testing.assert_allclose(learned.apply(variables, x), standard.apply(steps_only, x))
+
+
+@pytest.mark.parametrize("field,value", [("scale", "exp"), ("coupling", "nice"), ("prior", "flow")])
+def test_glow_builders_refuse_unknown_options_by_name(field, value):
+    with pytest.raises(ValueError, match=rf"Glow {field}='{value}'; expected one of"):
+        glow_image(**{field: value})
