@@ -7,8 +7,9 @@ Variants (`--config=configs/realnvp.py:VARIANT`; several joined by commas, e.g. 
   toy   toy2d/8gaussians with 8 'half'-mask couplings; eval.json adds the true entropy and the
         gap to it (the floor no model can beat) and the run writes density.png
 
-Data: uniformly dequantized pixels in [0, 1], then RealNVP's logit transform with alpha = 0.05;
-its log-det enters the likelihood, so `test_nll_nats` is the density of the dequantized [0, 1]
+Data: uniformly dequantized pixels in [0, 1], then RealNVP's logit transform with its paper's
+alpha = 0.05 (Dinh et al. 2017, Sec. 4.1: x -> logit(alpha + (1 - 2 alpha) x)); its log-det
+enters the likelihood, so `test_nll_nats` is the density of the dequantized [0, 1]
 data and `test_bits_per_dim` is in the 256-level discrete space of published tables
 (eval.json's `nll_space` says so).
 """
@@ -19,7 +20,8 @@ from configs import common
 
 
 def flow_model_config(architecture: str) -> ml_collections.ConfigDict:
-    """The `config.model = 'flow'` fields, CPU-sized: 2 scales, conditioners 32 wide."""
+    """The `config.model = 'flow'` fields, CPU-sized: 2 scales, conditioners 32 wide; affine
+    couplings with RealNVP's tanh scale, standard-normal priors, MAF's clamp at |3|."""
     return ml_collections.ConfigDict(
         dict(
             architecture=architecture,
@@ -30,13 +32,18 @@ def flow_model_config(architecture: str) -> ml_collections.ConfigDict:
             num_hidden_layers=2,
             lu=True,
             init_examples=256,
+            coupling="affine",
+            coupling_scale="tanh",
+            prior="standard",
+            max_log_scale=3.0,
         )
     )
 
 
 def flow_config(architecture: str, **fields) -> ml_collections.ConfigDict:
-    """The training setup the image flows share: dequantized mnist5k in logit space, batches of
-    64, Adam 1e-3 with a cosine decay and gradient clipping."""
+    """The training setup the image flows share: dequantized mnist5k in RealNVP's logit space
+    (alpha = 0.05; MAF and Glow set their own papers' preprocessing), batches of 64, Adam 1e-3
+    with a cosine decay and gradient clipping."""
     config = common.dequantized_mnist5k(
         "flow",
         flow_model_config(architecture),

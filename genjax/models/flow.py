@@ -5,8 +5,9 @@ A `genjax.flows.Flow`: a standard-normal base pushed through a bijector built fr
 
   realnvp  affine couplings (checkerboard and channel masks, squeeze, multi-scale factor-out)
            for images; alternating half masks for flat data (Dinh et al. 2017).
-  glow     ActNorm, invertible 1x1 convolution (`lu` for the LU form) and affine coupling per
-           step, multi-scale (Kingma & Dhariwal 2018); on flat data the same steps on vectors.
+  glow     ActNorm, invertible 1x1 convolution (`lu` for the LU form) and affine or additive
+           coupling per step, multi-scale, with standard or learned priors (Kingma & Dhariwal
+           2018); on flat data the same steps on vectors.
   maf      MADE-conditioned affine autoregressive layers with reversals between them
            (Papamakarios et al. 2017); the density pass is one network call per layer,
            sampling is sequential.
@@ -37,7 +38,9 @@ from genjax.data import toy2d
 from genjax.evaluate.likelihood import summarize_log_likelihood
 from genjax.flows import autoregressive, coupling, glow, planar
 from genjax.flows.bijector import Bijector
+from genjax.flows.coupling import COUPLINGS, SCALES
 from genjax.flows.flow import Flow
+from genjax.flows.glow import PRIORS
 from genjax.models import checks
 from genjax.models.base import GradientModel
 
@@ -68,6 +71,12 @@ class FlowModel(GradientModel):
       num_hidden_layers: hidden layers of each conditioner.
       lu: Glow's LU-decomposed 1x1 convolution (else plain slogdet).
       init_examples: training examples for the data-dependent ActNorm initialisation (glow).
+      coupling: 'affine' | 'additive' (NICE's shift-only coupling, log-det 0): realnvp, glow.
+      coupling_scale: 'tanh' (RealNVP's) | 'sigmoid' (Glow's; it can only contract in the
+        density direction): the scale of the affine couplings of realnvp and glow.
+      prior: 'standard' (N(0, I) for every latent) | 'learned' (Glow's split priors given the
+        kept half, and a learned top prior; glow only).
+      max_log_scale: MAF's soft clamp, |log-scale| < max_log_scale per layer (maf only).
 
     With config.compute_dtype='bfloat16' the conditioner networks compute in bfloat16; the
     bijectors' arithmetic, their log-dets and the log-likelihood stay float32.
@@ -79,7 +88,23 @@ class FlowModel(GradientModel):
     @classmethod
     def validate_config(cls, config) -> None:
         mc = config.model_config
-        checks.check_choices(mc, {"architecture": ARCHITECTURES, "objective": OBJECTIVES})
+        checks.check_choices(
+            mc,
+            {
+                "architecture": ARCHITECTURES,
+                "objective": OBJECTIVES,
+                "coupling": COUPLINGS,
+                "coupling_scale": SCALES,
+                "prior": PRIORS,
+            },
+        )
+        _check_positive_number(mc, "max_log_scale")
+        if mc.prior != "standard" and mc.architecture != "glow":
+            raise ValueError(
+                f"config.model_config.prior={mc.prior!r} with config.model_config.architecture="
+                f"{mc.architecture!r}: the learned priors are Glow's; allowed: 'standard' (or "
+                "architecture='glow')."
+            )
         checks.check_positive_ints(
             mc,
             ("num_layers", "num_scales", "hidden_features", "num_hidden_layers", "init_examples"),
@@ -188,6 +213,13 @@ class FlowModel(GradientModel):
         return self._log_prob(state.params, x)
 
 
+def _check_positive_number(mc, field: str) -> None:
+    """`config.model_config.<field>` is a number > 0."""
+    value = mc[field]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"config.model_config.{field}={value!r} must be a positive number.")
+
+
 def build_bijector(mc, event_shape: tuple[int, ...], dtype=None) -> Bijector:
     """The bijector of `mc.architecture` for events of `event_shape`, noise -> data: the
     multi-scale image flows for (H, W, C) images, their flat forms for vectors; `dtype` is the
@@ -195,21 +227,33 @@ def build_bijector(mc, event_shape: tuple[int, ...], dtype=None) -> Bijector:
     image = len(event_shape) == 3
     num_dims = int(np.prod(event_shape))
     hidden = dict(num_hidden_layers=mc.num_hidden_layers, dtype=dtype)
+    couplings = dict(scale=mc.coupling_scale, coupling=mc.coupling)
     if mc.architecture == "realnvp":
         if image:
             return coupling.realnvp_image(
-                mc.num_scales, mc.num_layers, hidden_channels=mc.hidden_features, **hidden
+                mc.num_scales,
+                mc.num_layers,
+                hidden_channels=mc.hidden_features,
+                **hidden,
+                **couplings,
             )
-        return coupling.realnvp_flat(num_dims, mc.num_layers, mc.hidden_features, **hidden)
+        return coupling.realnvp_flat(
+            num_dims, mc.num_layers, mc.hidden_features, **hidden, **couplings
+        )
     if mc.architecture == "glow":
+        glow_fields = dict(lu=mc.lu, prior=mc.prior, **hidden, **couplings)
         if image:
-            return glow.glow_image(
-                mc.num_scales, mc.num_layers, mc.hidden_features, lu=mc.lu, **hidden
-            )
-        return glow.glow_flat(num_dims, mc.num_layers, mc.hidden_features, lu=mc.lu, **hidden)
+            return glow.glow_image(mc.num_scales, mc.num_layers, mc.hidden_features, **glow_fields)
+        return glow.glow_flat(num_dims, mc.num_layers, mc.hidden_features, **glow_fields)
     if mc.architecture == "maf":
         hidden_sizes = (mc.hidden_features,) * mc.num_hidden_layers
-        return autoregressive.maf_flow(num_dims, mc.num_layers, hidden_sizes, dtype=dtype)
+        return autoregressive.maf_flow(
+            num_dims,
+            mc.num_layers,
+            hidden_sizes,
+            max_log_scale=mc.max_log_scale,
+            dtype=dtype,
+        )
     if mc.architecture == "planar":
         return planar.planar_flow(mc.num_layers)
     return planar.radial_flow(mc.num_layers)
