@@ -11,6 +11,7 @@ from scipy.special import logsumexp
 
 from configs import nade as nade_configs
 from genjax.data.pipeline import DataSpec
+from genjax.models import precision
 from genjax.models.autoregressive import nade
 from genjax.models.autoregressive.nade import NADE
 from genjax.train import ConfigError, train_and_evaluate
@@ -18,7 +19,7 @@ from genjax.train.state import TrainState
 
 SPEC_9 = DataSpec("test", (3, 3, 1), 10, 10, None, 2, True, (0.0, 1.0))
 SPEC_4 = DataSpec("test", (2, 2, 1), 10, 10, None, 2, True, (0.0, 1.0))
-METHODS = ("cumsum", "scan")
+METHODS = ("blocked", "cumsum", "scan")
 conditional_logits = jax.jit(nade.conditional_logits, static_argnames="method")
 log_prob = jax.jit(nade.log_prob, static_argnames="method")
 
@@ -77,6 +78,91 @@ def test_one_pass_equals_a_naive_loop(method, mask_input, order_kind):
     np.testing.assert_allclose(logits, _naive_logits(params, x, orders), rtol=1e-5, atol=1e-5)
     bits = x * np.log(1 / (1 + np.exp(-logits))) + (1 - x) * np.log(1 / (1 + np.exp(logits)))
     np.testing.assert_allclose(log_prob(params, x, order, method), bits.sum(1), rtol=1e-5)
+
+
+def _blocked_loss(params, x, order, block_size):
+    """Mean -log p(x | order) through the blocked pass with a given block size."""
+    x_ordered = nade._ordered(x, order)
+    logits = nade._ordered_logits_blocked(params, x_ordered, order, block_size)
+    return -jnp.mean(jnp.sum(x_ordered * logits - jnp.logaddexp(0.0, logits), axis=1))
+
+
+def _scan_loss(params, x, order):
+    """The same loss through the sequential recursion (the `lax.scan` over positions)."""
+    x_ordered = nade._ordered(x, order)
+    logits = nade._ordered_logits_scan(params, x_ordered, order)
+    return -jnp.mean(jnp.sum(x_ordered * logits - jnp.logaddexp(0.0, logits), axis=1))
+
+
+@pytest.mark.parametrize(
+    "block_size, mask_input, per_example",
+    [(5, False, False), (5, True, True), (8, True, False), (8, False, True), (1, True, True)]
+    + [(64, True, True)],  # 37 = 7 * 5 + 2 = 4 * 8 + 5; 64 > D: a single block
+)
+def test_blocked_pass_and_its_gradients_equal_the_recursion(block_size, mask_input, per_example):
+    """Logits against the NumPy loop, loss and every parameter's gradient against the scan, for
+    D = 37 not a multiple of most block sizes."""
+    params = _params(num_inputs=37, num_hidden=11, mask_input=mask_input, scale=1.0)
+    x = (np.random.default_rng(2).uniform(size=(5, 37)) > 0.5).astype(np.float32)
+    order = _random_orders(5, num_inputs=37) if per_example else jnp.arange(37)
+    x_ordered = nade._ordered(x, order)
+    logits = nade._ordered_logits_blocked(params, x_ordered, order, block_size)
+    orders = np.broadcast_to(np.asarray(order), x.shape)
+    naive = np.take_along_axis(_naive_logits(params, x, orders), orders, axis=1)
+    np.testing.assert_allclose(logits, naive, rtol=1e-5, atol=1e-5)
+    loss, grads = jax.value_and_grad(_blocked_loss)(params, x, order, block_size)
+    expected_loss, expected = jax.value_and_grad(_scan_loss)(params, x, order)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    assert grads.keys() == expected.keys()
+    for name in grads:
+        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_blocked_pass_in_bfloat16_matches_the_recursion_and_stays_float32():
+    """With bfloat16 W, V, U (the mixed-precision train step) the pre-activations are float32
+    sums in both passes: logits float32, equal up to bfloat16 rounding of the readouts."""
+    params = precision.cast_matrices(
+        _params(num_inputs=37, num_hidden=11, mask_input=True), "bfloat16"
+    )
+    x = (np.random.default_rng(3).uniform(size=(5, 37)) > 0.5).astype(np.float32)
+    order = _random_orders(5, num_inputs=37)
+    x_ordered = nade._ordered(x, order)
+    blocked = nade._ordered_logits_blocked(params, x_ordered, order)
+    scan = nade._ordered_logits_scan(params, x_ordered, order)
+    assert blocked.dtype == scan.dtype == jnp.float32
+    np.testing.assert_allclose(blocked, scan, rtol=2e-2, atol=2e-2)
+
+
+def _largest_array(jaxpr) -> int:
+    """The most elements of any value in a jaxpr, its sub-jaxprs (scan bodies, remat) included."""
+    sizes = [0]
+    for eqn in jaxpr.eqns:
+        sizes += [int(np.prod(var.aval.shape)) for var in eqn.outvars if hasattr(var.aval, "shape")]
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            sizes.append(_largest_array(sub))
+    return max(sizes)
+
+
+def test_blocked_gradient_never_holds_the_batch_by_positions_by_hidden_tensor():
+    """The blocked pass and its gradient keep one block (B, K, H) at a time; the largest value
+    is the (D / K, B, H) stack of pre-activations saved at block starts, K times smaller than
+    the (B, D, H) that the cumsum pass materializes and the scan's gradient stores."""
+    batch, num_inputs, num_hidden = 16, 64, 16
+    params = _params(num_inputs=num_inputs, num_hidden=num_hidden)
+    x = jnp.zeros((batch, num_inputs))
+    full = batch * num_inputs * num_hidden
+    largest = {}
+    for method in ("blocked", "cumsum", "scan"):
+        loss = lambda p, m=method: nade.log_prob(p, x, jnp.arange(num_inputs), m).sum()  # noqa: E731
+        largest[method] = _largest_array(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+    block_starts = (num_inputs // nade.BLOCK_SIZE) * batch * num_hidden
+    assert largest == {"blocked": block_starts, "cumsum": full, "scan": full}
+
+
+def test_auto_pass_is_blocked_on_cpu():
+    assert nade.resolve_pass_method("auto") == (
+        "blocked" if jax.default_backend() == "cpu" else "cumsum"
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
