@@ -43,7 +43,9 @@ from genjax.train import base_config
 
 def gan_model_config(architecture: str, **fields) -> ml_collections.ConfigDict:
     """The `config.model = 'gan'` fields: a non-saturating GAN, no penalties, one critic
-    step, a generator moving average of decay 0.999; `fields` override."""
+    step, Flax's default initialisation, a generator moving average of decay 0.999 sampled
+    with the running batch norm statistics it averaged (no standing statistics); `fields`
+    override."""
     model_config = ml_collections.ConfigDict(
         dict(
             architecture=architecture,
@@ -63,6 +65,8 @@ def gan_model_config(architecture: str, **fields) -> ml_collections.ConfigDict:
             ema_decay=0.999,
             discriminator_learning_rate=0.0,
             pack=1,
+            weight_init="default",
+            standing_stats_batches=0,
         )
     )
     model_config.update(fields)

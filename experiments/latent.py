@@ -50,9 +50,9 @@ def main(argv):
         )
     state = restore_state(experiment, _WORKDIR.value, _STEP.value)
     model, to_unit = experiment.model, experiment.dataset.preprocessor.to_unit
-    generate_jit = jax.jit(
-        lambda z, labels: model.generate(state.extras["ema_generator"], z, labels)[0]
-    )
+    # The moving average, with standing batch norm statistics when the config asks for them.
+    variables = jax.jit(model.sampling_variables)(state, jax.random.key(_SEED.value + 1))
+    generate_jit = jax.jit(lambda z, labels: model.generate(variables, z, labels)[0])
 
     def generate(z, labels):
         return to_unit(np.asarray(generate_jit(np.asarray(z), np.asarray(labels, np.int32))))

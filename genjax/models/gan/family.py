@@ -37,6 +37,12 @@ model_config fields:
   ema_decay: the generator moving average's decay after its warm-up (0: samples from the
     current weights).
   discriminator_learning_rate: the discriminator's rate (0: config.learning_rate).
+  weight_init: 'default' (Flax's initializers) | 'dcgan' (every kernel N(0, 0.02^2), batch
+    norm scales N(1, 0.02^2); Radford et al. 2016, sec. 4); see `networks`.
+  standing_stats_batches: 0 (the default), or how many batches of `config.batch_size` latents
+    recompute the moving-average generator's batch norm statistics before it samples (the
+    "standing statistics" of Brock et al. 2019, sec. 3.1 and app. C.1; see
+    `standing_statistics`). Evaluation only: a run may be re-evaluated with another value.
   pack: PacGAN's packing degree m (Lin, Khetan, Fanti & Oh 2018): the discriminator scores
     packs of m samples of one kind, real with real and fake with fake, concatenated (vectors
     end to end, images along channels), one score per pack (`pack_examples`); 1 (the
@@ -47,6 +53,11 @@ model_config fields:
 Labels: the fakes of a discriminator update take the labels of its real micro-batch; the
 generator update and sampling draw labels uniformly (sampling cycles through the classes, so
 a grid shows every class).
+
+The moving average covers the generator's batch norm running statistics too, but those are
+averages of the raw generator's batch statistics: the averaged weights were never run
+forward in training, so their own statistics differ. `standing_stats_batches` > 0 replaces
+them, when sampling, by the averaged weights' own (DCGAN networks; the MLP has no batch norm).
 
 Evaluation: GANs have no likelihood. `eval.json` holds the sample-quality metrics the trainer
 computes from `config.sample_quality_samples` samples (`genjax.evaluate.sample_quality`): mode
@@ -131,7 +142,8 @@ class GAN(Model):
     main_metric = "train/d_loss"
     compute_dtypes = ("float32", "bfloat16")
     likelihood_model = False
-    added_field_defaults = {"pack": 1}
+    evaluation_fields = ("standing_stats_batches",)
+    added_field_defaults = {"pack": 1, "weight_init": "default", "standing_stats_batches": 0}
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -143,6 +155,7 @@ class GAN(Model):
                 "loss": tuple(gan_losses.GAN_LOSSES),
                 "conditioning": networks.CONDITIONINGS,
                 "discriminator_norm": networks.NORMS,
+                "weight_init": networks.WEIGHT_INITS,
             },
         )
         checks.check_positive_ints(
@@ -178,6 +191,18 @@ class GAN(Model):
                 "ema_decay",
             ),
         )
+        standing = mc.standing_stats_batches
+        if isinstance(standing, bool) or not isinstance(standing, int) or standing < 0:
+            raise ValueError(
+                f"config.model_config.standing_stats_batches={standing!r} must be a "
+                "non-negative integer (0 disables it)."
+            )
+        if standing and mc.architecture != "dcgan":
+            raise ValueError(
+                f"config.model_config.standing_stats_batches={standing!r} recomputes batch "
+                f"norm statistics; architecture={mc.architecture!r} has no batch norm in its "
+                "generator (use 0, or architecture='dcgan')."
+            )
         if not mc.ema_decay < 1:
             raise ValueError(
                 f"config.model_config.ema_decay={mc.ema_decay!r} must be in [0, 1) "
@@ -224,6 +249,7 @@ class GAN(Model):
             conditioning=mc.conditioning,
             num_classes=self.num_classes,
             dtype=jnp.dtype(self.config.compute_dtype),
+            weight_init=mc.weight_init,
         )
         discriminator = dict(
             norm=mc.discriminator_norm, spectral_norm=mc.spectral_norm, axis_name=axis_name
@@ -534,9 +560,63 @@ class GAN(Model):
             return None
         return np.arange(num) % self.num_classes
 
+    def standing_statistics(self, variables, key, num_batches: int, batch_size: int):
+        """The generator's batch norm statistics recomputed for the weights in `variables`:
+        Brock et al. (2019)'s "standing statistics" (sec. 3.1, app. C.1).
+
+        The generator runs in training mode on `num_batches` batches of `batch_size` latents
+        z ~ N(0, I) with uniform labels; each batch norm layer's new mean and variance are
+        the averages over the batches of that layer's per-batch mean and (biased, as Flax's
+        batch norm) variance of its input. The weights are unchanged.
+
+        Args:
+          variables: {'params', 'batch_stats'} of the generator (e.g. the moving average).
+          key: the draws' key.
+          num_batches, batch_size: how many batches, of how many latents.
+
+        Returns:
+          `variables` with 'batch_stats' replaced ({'mean', 'var'} (C,) per layer); as they
+          are when the generator has no batch norm.
+        """
+        if "batch_stats" not in variables:
+            return variables
+        # Momentum 0: the running averages a training-mode call returns are its batch's
+        # statistics. One device (no axis name): the batches are drawn here, not sharded.
+        generator = self._networks(axis_name=None)[0].clone(batch_norm_momentum=0.0)
+        size = self.config.model_config.latent_size
+
+        def batch_statistics(batch_key):
+            z_key, label_key = jax.random.split(batch_key)
+            z = jax.random.normal(z_key, (batch_size, size))  # (B, latent_size)
+            labels = jax.random.randint(label_key, (batch_size,), 0, self.num_classes)
+            _, updates = self.generate(variables, z, labels, train=True, generator=generator)
+            return updates["batch_stats"]
+
+        per_batch = jax.lax.map(batch_statistics, jax.random.split(key, num_batches))
+        mean_stats = jax.tree.map(lambda stat: jnp.mean(stat, axis=0), per_batch)
+        return {**variables, "batch_stats": mean_stats}
+
+    def sampling_variables(self, state, key):
+        """The moving-average generator's variables as samples use them: with
+        `standing_stats_batches` > 0 its batch norm statistics recomputed for its own weights
+        (`standing_statistics`, batches of `config.batch_size` drawn from `key`); as stored
+        otherwise (`key` unused)."""
+        variables = state.extras["ema_generator"]
+        num_batches = self.config.model_config.standing_stats_batches
+        if num_batches:
+            variables = self.standing_statistics(
+                variables, key, num_batches, self.config.batch_size
+            )
+        return variables
+
     def sample(self, state, key, num):
-        """`num` samples of the moving-average generator, shape (num, *example_shape)."""
+        """`num` samples of the moving-average generator, shape (num, *example_shape), from
+        `sampling_variables`."""
+        standing_key = None
+        if self.config.model_config.standing_stats_batches:
+            key, standing_key = jax.random.split(key)
+        variables = self.sampling_variables(state, standing_key)
         z = jax.random.normal(key, (num, self.config.model_config.latent_size))
         labels = self.sample_labels(num)
         labels = jnp.zeros((num,), jnp.int32) if labels is None else jnp.asarray(labels)
-        return self.generate(state.extras["ema_generator"], z, labels)[0]
+        return self.generate(variables, z, labels)[0]

@@ -13,6 +13,14 @@ Conditioning (`conditioning`):
   acgan   Odena et al. (2017): G takes the label as in `concat`; D does not see it and predicts
           it with a second head (`class_logits`).
 
+Initialisation (`weight_init`):
+  default  Flax's: LeCun-normal kernels, zero biases, batch norm scale 1 and offset 0.
+  dcgan    Radford et al. (2016), sec. 4, "all weights were initialized from a zero-centered
+           Normal distribution with standard deviation 0.02": every Dense / Conv /
+           ConvTranspose kernel N(0, 0.02^2), biases 0; batch norm scales N(1, 0.02^2) and
+           offsets 0, as the reference code (dcgan.torch, pytorch/examples' `weights_init`)
+           does. Layer norm keeps scale 1.
+
 Collections beside 'params': 'batch_stats' (batch norm) and 'spectral_stats' (the power
 iteration vectors of spectral normalisation, Miyato et al. 2018). Batch norm statistics are
 computed over the global batch (`axis_name`, the data-parallel mesh axis), so every device holds
@@ -34,6 +42,8 @@ from genjax.models import precision
 CONDITIONINGS = ("none", "concat", "acgan")
 NORMS = ("none", "batch", "layer")
 OUTPUT_ACTIVATIONS = ("tanh", "sigmoid", "linear")
+WEIGHT_INITS = ("default", "dcgan")
+DCGAN_INIT_STD = 0.02  # Radford et al. 2016, sec. 4
 SPECTRAL_COLLECTION = "spectral_stats"
 _LEAKY_SLOPE = 0.2  # Radford et al. 2016, sec. 3
 
@@ -44,6 +54,34 @@ class DiscriminatorOutput(NamedTuple):
 
     scores: jax.Array
     class_logits: jax.Array | None
+
+
+def _normal_around_one(stddev: float):
+    """A Flax initializer drawing 1 + stddev * N(0, 1): DCGAN's batch norm scales."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return (1.0 + stddev * jax.random.normal(key, shape)).astype(dtype)
+
+    return init
+
+
+def layer_init(weight_init: str) -> dict:
+    """Keyword arguments for a Dense / Conv / ConvTranspose under `weight_init` (see the
+    module docstring): none for 'default', a N(0, 0.02^2) kernel for 'dcgan'."""
+    if weight_init == "dcgan":
+        return {"kernel_init": nn.initializers.normal(DCGAN_INIT_STD)}
+    if weight_init != "default":
+        raise ValueError(f"weight_init={weight_init!r}; allowed: {WEIGHT_INITS}")
+    return {}
+
+
+def batch_norm_init(weight_init: str) -> dict:
+    """Keyword arguments for a BatchNorm under `weight_init`: none for 'default', a
+    N(1, 0.02^2) scale for 'dcgan'."""
+    if weight_init == "dcgan":
+        return {"scale_init": _normal_around_one(DCGAN_INIT_STD)}
+    layer_init(weight_init)  # the same check of the name
+    return {}
 
 
 def _one_hot(labels: jax.Array, num_classes: int) -> jax.Array:
@@ -66,11 +104,18 @@ def _conditioned_latent(z, labels, conditioning: str, num_classes: int) -> jax.A
 
 
 def _normalized(
-    layer: nn.Module, x, norm: str, spectral_norm: bool, axis_name, train: bool, dtype=None
+    layer: nn.Module,
+    x,
+    norm: str,
+    spectral_norm: bool,
+    axis_name,
+    train: bool,
+    dtype=None,
+    weight_init: str = "default",
 ):
     """`layer(x)` (a Dense or Conv), optionally spectrally normalised, then `norm`, computed in
-    `dtype` (normalisation statistics stay float32); called inside a compact `__call__`, so the
-    layers belong to the calling module."""
+    `dtype` (normalisation statistics stay float32), batch norm initialised by `weight_init`;
+    called inside a compact `__call__`, so the layers belong to the calling module."""
     if spectral_norm:
         spectral = nn.SpectralNorm(layer, collection_name=SPECTRAL_COLLECTION, dtype=dtype)
         x = spectral(x, update_stats=train)
@@ -79,9 +124,13 @@ def _normalized(
     if norm == "batch":
         # The discriminator always normalises with the current batch's statistics (it is never
         # used in inference mode); they are taken over the global batch.
-        x = nn.BatchNorm(use_running_average=False, momentum=0.9, axis_name=axis_name, dtype=dtype)(
-            x
-        )
+        x = nn.BatchNorm(
+            use_running_average=False,
+            momentum=0.9,
+            axis_name=axis_name,
+            dtype=dtype,
+            **batch_norm_init(weight_init),
+        )(x)
     elif norm == "layer":
         x = nn.LayerNorm(dtype=dtype)(x)
     return x
@@ -98,18 +147,20 @@ class MLPGenerator(nn.Module):
     output_activation: str = "linear"
     axis_name: str | None = None  # unused; the same signature as DCGANGenerator
     dtype: Any = None  # the layers' compute dtype; the samples are float32
+    weight_init: str = "default"  # a name of WEIGHT_INITS
 
     @nn.compact
     def __call__(self, z, labels, train: bool):
         del train
         chex.assert_rank(z, 2)
+        dense = functools.partial(precision.dense, dtype=self.dtype, **layer_init(self.weight_init))
         h = _conditioned_latent(z, labels, self.conditioning, self.num_classes)
         for _ in range(self.num_hidden_layers):
-            h = nn.relu(precision.dense(self.hidden_size, dtype=self.dtype)(h))
+            h = nn.relu(dense(self.hidden_size)(h))
         num_dims = 1
         for size in self.event_shape:
             num_dims *= size
-        x = precision.dense(num_dims, dtype=self.dtype)(h)
+        x = dense(num_dims)(h)
         x = _output_activation(x, self.output_activation).astype(jnp.float32)
         return x.reshape((z.shape[0], *self.event_shape))
 
@@ -125,6 +176,7 @@ class MLPDiscriminator(nn.Module):
     spectral_norm: bool = False
     axis_name: str | None = None
     dtype: Any = None  # the layers' compute dtype; the scores are float32
+    weight_init: str = "default"  # a name of WEIGHT_INITS
 
     @nn.compact
     def __call__(self, x, labels, train: bool) -> DiscriminatorOutput:
@@ -132,25 +184,45 @@ class MLPDiscriminator(nn.Module):
         if self.conditioning == "concat":
             h = jnp.concatenate([h, _one_hot(labels, self.num_classes)], axis=-1)
         for _ in range(self.num_hidden_layers):
-            layer = precision.dense(self.hidden_size, dtype=self.dtype)
+            layer = precision.dense(
+                self.hidden_size, dtype=self.dtype, **layer_init(self.weight_init)
+            )
             h = _normalized(
-                layer, h, self.norm, self.spectral_norm, self.axis_name, train, self.dtype
+                layer,
+                h,
+                self.norm,
+                self.spectral_norm,
+                self.axis_name,
+                train,
+                self.dtype,
+                self.weight_init,
             )
             h = nn.leaky_relu(h, _LEAKY_SLOPE)
-        return _heads(h, self.conditioning, self.num_classes, self.spectral_norm, train, self.dtype)
+        return _heads(
+            h,
+            self.conditioning,
+            self.num_classes,
+            self.spectral_norm,
+            train,
+            self.dtype,
+            self.weight_init,
+        )
 
 
 def _heads(
-    features, conditioning, num_classes, spectral_norm, train, dtype=None
+    features, conditioning, num_classes, spectral_norm, train, dtype=None, weight_init="default"
 ) -> DiscriminatorOutput:
     """The score head (and AC-GAN's class head) on (B, F) features, computed in `dtype` and
-    returned as float32; called inside a compact `__call__`, so the layers belong to the
-    calling module."""
-    score_layer = precision.dense(1, dtype=dtype, name="score")
+    returned as float32, initialised by `weight_init`; called inside a compact `__call__`, so
+    the layers belong to the calling module."""
+    init = layer_init(weight_init)
+    score_layer = precision.dense(1, dtype=dtype, name="score", **init)
     scores = _normalized(score_layer, features, "none", spectral_norm, None, train, dtype)
     class_logits = None
     if conditioning == "acgan":
-        class_logits = precision.dense(num_classes, dtype=dtype, name="class_logits")(features)
+        class_logits = precision.dense(num_classes, dtype=dtype, name="class_logits", **init)(
+            features
+        )
         class_logits = class_logits.astype(jnp.float32)
     return DiscriminatorOutput(scores[:, 0].astype(jnp.float32), class_logits)
 
@@ -190,6 +262,10 @@ class DCGANGenerator(nn.Module):
     output_activation: str = "tanh"
     axis_name: str | None = None
     dtype: Any = None  # the layers' compute dtype; the samples are float32
+    weight_init: str = "default"  # a name of WEIGHT_INITS
+    # The running averages' decay; 0 makes them the last training batch's statistics (how
+    # GAN.standing_statistics reads each batch's).
+    batch_norm_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, z, labels, train: bool):
@@ -200,9 +276,10 @@ class DCGANGenerator(nn.Module):
         batch_norm = functools.partial(
             nn.BatchNorm,
             use_running_average=not train,
-            momentum=0.9,
+            momentum=self.batch_norm_momentum,
             axis_name=self.axis_name,
             dtype=self.dtype,
+            **batch_norm_init(self.weight_init),
         )
         deconv = functools.partial(
             precision.conv_transpose,
@@ -210,10 +287,14 @@ class DCGANGenerator(nn.Module):
             strides=(2, 2),
             padding="SAME",
             dtype=self.dtype,
+            **layer_init(self.weight_init),
         )
         h = _conditioned_latent(z, labels, self.conditioning, self.num_classes)
         features = self.base_channels * 2 ** (num_up - 1)
-        h = precision.dense(base_h * base_w * features, dtype=self.dtype)(h)
+        dense = precision.dense(
+            base_h * base_w * features, dtype=self.dtype, **layer_init(self.weight_init)
+        )
+        h = dense(h)
         h = nn.relu(batch_norm()(h))
         h = h.reshape((z.shape[0], base_h, base_w, features))  # (B, h0, w0, C0)
         for level in range(num_up - 1):
@@ -239,6 +320,7 @@ class DCGANDiscriminator(nn.Module):
     spectral_norm: bool = False
     axis_name: str | None = None
     dtype: Any = None  # the layers' compute dtype; the scores are float32
+    weight_init: str = "default"  # a name of WEIGHT_INITS
 
     @nn.compact
     def __call__(self, x, labels, train: bool) -> DiscriminatorOutput:
@@ -258,9 +340,27 @@ class DCGANDiscriminator(nn.Module):
                 strides=(2, 2),
                 padding="SAME",
                 dtype=self.dtype,
+                **layer_init(self.weight_init),
             )
             norm = "none" if level == 0 else self.norm
-            h = _normalized(conv, h, norm, self.spectral_norm, self.axis_name, train, self.dtype)
+            h = _normalized(
+                conv,
+                h,
+                norm,
+                self.spectral_norm,
+                self.axis_name,
+                train,
+                self.dtype,
+                self.weight_init,
+            )
             h = nn.leaky_relu(h, _LEAKY_SLOPE)
         h = h.reshape((batch, -1))
-        return _heads(h, self.conditioning, self.num_classes, self.spectral_norm, train, self.dtype)
+        return _heads(
+            h,
+            self.conditioning,
+            self.num_classes,
+            self.spectral_norm,
+            train,
+            self.dtype,
+            self.weight_init,
+        )

@@ -1,5 +1,8 @@
 """The GAN family: alternating updates, critic steps, EMA, clipping, conditioning, end to end."""
 
+import types
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,6 +193,114 @@ def test_samples_cycle_through_the_classes_and_follow_the_label():
     assert float(jnp.abs(x0).max()) <= 1.0  # tanh output for data scaled to [-1, 1]
 
 
+def _leaves_named(tree, name):
+    """Every leaf of `tree` whose last path key is `name`, as float64 NumPy arrays."""
+    return [
+        np.asarray(leaf, np.float64)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if path[-1].key == name
+    ]
+
+
+def test_dcgan_config_initialises_as_the_paper():
+    """configs/dcgan.py's weight_init='dcgan' reaches both networks: every kernel's mean and
+    std match N(0, 0.02^2) within 5 standard errors, biases are 0, batch norm scales lie near
+    N(1, 0.02^2) draws (not Flax's ones) and its offsets are 0."""
+    assert dcgan.get_config().model_config.weight_init == "dcgan"
+    model, _ = _digits_model()
+    networks, _ = jax.jit(model.init)(jax.random.key(0), np.zeros((4, 8, 8, 1), np.float32))
+    for params in networks.values():
+        kernels = _leaves_named(params, "kernel")
+        assert kernels
+        for kernel in kernels:
+            assert abs(kernel.mean()) < 5 * 0.02 / np.sqrt(kernel.size)
+            assert abs(kernel.std() / 0.02 - 1) < 5 / np.sqrt(2 * kernel.size)
+        for bias in _leaves_named(params, "bias"):
+            np.testing.assert_array_equal(bias, 0.0)
+    scales = np.concatenate(_leaves_named(networks["generator"], "scale"))
+    assert scales.size > 0 and np.all(scales != 1.0) and np.all(np.abs(scales - 1) < 5 * 0.02)
+    assert abs(scales.mean() - 1) < 5 * 0.02 / np.sqrt(scales.size)
+
+
+MNIST_SPEC = DataSpec("mnist5k", (28, 28, 1), 5000, 1000, 10, 256, False, (-1.0, 1.0))
+
+
+def test_standing_statistics_are_the_ema_generators_own_batch_statistics():
+    """Brock et al. (2019)'s standing statistics: each batch norm layer's mean and variance,
+    recomputed for the moving average's weights, equal the averages over the batches of the
+    mean and variance of that layer's input (the output of the Dense / ConvTranspose before
+    it) in a training-mode pass, read here with Flax's `capture_intermediates` and reduced in
+    NumPy; `sample` then uses them."""
+    config = dcgan.get_config("tiny")
+    config.model_config.standing_stats_batches = 3
+    GAN.validate_config(config)
+    model = GAN(config, MNIST_SPEC)  # 28x28: two batch norm layers, one after a convolution
+    _, extras = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
+
+    @jax.jit
+    def perturbed(params):  # weights unlike the raw generator's, whose statistics are stale
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.key(5), len(leaves))
+        noisy = [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+        return jax.tree.unflatten(treedef, noisy)
+
+    ema = extras["ema_generator"]
+    ema = {**ema, "params": perturbed(ema["params"])}
+    key, batch_size = jax.random.key(7), 16
+    standing = jax.jit(model.standing_statistics, static_argnums=(2, 3))(ema, key, 3, batch_size)
+    assert _equal(standing["params"], ema["params"])  # the weights are untouched
+    generator = model._networks(axis_name=None)[0]  # batch norm over this batch only
+
+    @jax.jit
+    def pre_norm_activations(z, labels):
+        _, captured = generator.apply(
+            ema,
+            z,
+            labels,
+            True,
+            mutable=["batch_stats", "intermediates"],
+            capture_intermediates=lambda module, _: isinstance(
+                module, (nn.Dense, nn.ConvTranspose)
+            ),
+        )
+        return {name: value["__call__"][0] for name, value in captured["intermediates"].items()}
+
+    @jax.jit
+    def draws(batch_key):  # the draws of standing_statistics: per batch (z, labels) keys
+        z_key, label_key = jax.random.split(batch_key)
+        z = jax.random.normal(z_key, (batch_size, config.model_config.latent_size))
+        return z, jax.random.randint(label_key, (batch_size,), 0, model.num_classes)
+
+    batch_keys = jax.random.split(key, 3)
+    activations = [jax.device_get(pre_norm_activations(*draws(k))) for k in batch_keys]
+    # BatchNorm_0 follows Dense_0; BatchNorm_1 follows ConvTranspose_0 (ConvTranspose_1 is the
+    # output layer, not normalised).
+    inputs = {"BatchNorm_0": "Dense_0", "BatchNorm_1": "ConvTranspose_0"}
+    assert set(standing["batch_stats"]) == set(inputs)
+    for norm, layer in inputs.items():
+        per_batch = [np.asarray(a[layer], np.float64) for a in activations]
+        axes = tuple(range(per_batch[0].ndim - 1))  # all but the channel axis
+        mean = np.mean([x.mean(axis=axes) for x in per_batch], axis=0)
+        var = np.mean([x.var(axis=axes) for x in per_batch], axis=0)
+        stats = standing["batch_stats"][norm]
+        np.testing.assert_allclose(stats["mean"], mean, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(stats["var"], var, rtol=1e-4, atol=1e-6)
+        # ...and they are not the running statistics the moving average carried.
+        assert not np.allclose(ema["batch_stats"][norm]["var"], var, rtol=0.1)
+
+    # `sample` draws with the recomputed statistics (batches of config.batch_size).
+    @jax.jit
+    def sample_and_expected(ema, key):
+        samples = model.sample(types.SimpleNamespace(extras={"ema_generator": ema}), key, 4)
+        own_key, standing_key = jax.random.split(key)
+        variables = model.standing_statistics(ema, standing_key, 3, config.batch_size)
+        z = jax.random.normal(own_key, (4, config.model_config.latent_size))
+        return samples, model.generate(variables, z, jnp.zeros(4, jnp.int32))[0]
+
+    samples, expected = sample_and_expected(ema, jax.random.key(9))
+    np.testing.assert_allclose(samples, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "module, variant",
     [
@@ -222,6 +333,9 @@ def test_tiny_configs_train_and_report_sample_quality(tmp_path, module, variant)
         ("ema_decay", 1.0, r"ema_decay=1.0 must be in \[0, 1\)"),
         ("gradient_penalty", -1.0, r"gradient_penalty=-1.0 must be a non-negative number"),
         ("critic_steps", 0, r"critic_steps=0 must be a positive integer"),
+        ("weight_init", "xavier", r"weight_init='xavier'; allowed: \('default', 'dcgan'\)"),
+        ("standing_stats_batches", -1, r"standing_stats_batches=-1 must be a non-negative int"),
+        ("standing_stats_batches", 4, r"architecture='mlp' has no batch norm in its generator"),
     ],
 )
 def test_bad_fields_are_refused_by_name(field, value, message):

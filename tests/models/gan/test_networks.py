@@ -104,3 +104,24 @@ def test_spectral_norm_makes_the_discriminator_1_lipschitz():
 
     assert max_input_gradient(True) <= 1.0 + 1e-3
     assert max_input_gradient(False) > 2.0
+
+
+def test_dcgan_initializers_draw_from_the_papers_normals():
+    """weight_init='dcgan' (Radford et al. 2016, sec. 4; the reference code's batch norm):
+    kernels N(0, 0.02^2), batch norm scales N(1, 0.02^2); 'default' adds nothing to Flax's.
+    Sample mean and std of 65,536 draws within 5 standard errors."""
+    kernel_init = networks.layer_init("dcgan")["kernel_init"]
+    scale_init = networks.batch_norm_init("dcgan")["scale_init"]
+    kernel = np.asarray(kernel_init(jax.random.key(0), (256, 256)), np.float64)
+    scale = np.asarray(scale_init(jax.random.key(1), (65536,)), np.float64)
+    for values, mean in ((kernel, 0.0), (scale, 1.0)):
+        assert abs(values.mean() - mean) < 5 * 0.02 / 256
+        assert abs(values.std() / 0.02 - 1) < 5 / np.sqrt(2 * 65536)
+    assert networks.layer_init("default") == {} and networks.batch_norm_init("default") == {}
+
+
+def test_an_unknown_weight_init_is_refused_by_name():
+    message = r"weight_init='xavier'; allowed: \('default', 'dcgan'\)"
+    for make in (networks.layer_init, networks.batch_norm_init):
+        with pytest.raises(ValueError, match=message):
+            make("xavier")
