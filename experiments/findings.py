@@ -414,7 +414,8 @@ def _coverage_curve(metrics_path: str) -> dict[str, list[float]]:
     interval) / perf/steps_per_sec, the trainer's clock of train steps only (compilation in
     the first interval; evaluations, samples and checkpoints excluded), as
     `leaderboard.training_seconds` sums it for the whole run. Returns {"updates", "seconds",
-    "modes", "raw_modes"}, one entry per evaluated update, in update order.
+    "modes", "raw_modes", "quality", "raw_quality"} (the last two the high-quality
+    fractions), one entry per evaluated update, in update order.
     """
     records = []
     with open(metrics_path) as f:
@@ -426,13 +427,19 @@ def _coverage_curve(metrics_path: str) -> dict[str, list[float]]:
     rates = sorted(
         (r["step"], r["perf/steps_per_sec"]) for r in records if "perf/steps_per_sec" in r
     )
+    fields = {
+        "modes": "eval/modes_covered",
+        "raw_modes": "eval/raw_modes_covered",
+        "quality": "eval/high_quality_fraction",
+        "raw_quality": "eval/raw_high_quality_fraction",
+    }
     evals = sorted(
-        (r["step"], r["eval/modes_covered"], r["eval/raw_modes_covered"])
+        (r["step"], *(r[name] for name in fields.values()))
         for r in records
-        if "eval/modes_covered" in r and "eval/raw_modes_covered" in r
+        if all(name in r for name in fields.values())
     )
-    curve = {"updates": [], "seconds": [], "modes": [], "raw_modes": []}
-    for step, modes, raw_modes in evals:
+    curve = {"updates": [], "seconds": [], **{key: [] for key in fields}}
+    for step, *values in evals:
         seconds, previous = 0.0, 0
         for logged_step, rate in rates:
             if logged_step > step:
@@ -440,8 +447,8 @@ def _coverage_curve(metrics_path: str) -> dict[str, list[float]]:
             seconds, previous = seconds + (logged_step - previous) / rate, logged_step
         curve["updates"].append(step)
         curve["seconds"].append(seconds)
-        curve["modes"].append(modes)
-        curve["raw_modes"].append(raw_modes)
+        for key, value in zip(fields, values, strict=True):
+            curve[key].append(value)
     return curve
 
 
@@ -455,9 +462,25 @@ def _mean_band(curves: Sequence[dict], key: str) -> tuple[list, list, list]:
     return mean.tolist(), (mean - spread).tolist(), (mean + spread).tolist()
 
 
+def _band_series(seed_curves: Sequence[dict], key: str, name: str) -> tuple[dict, dict]:
+    """{name: (x, mean, low, high)} of `key` and of the raw generator's `raw_<key>` (name +
+    ' (raw)'), against updates and against mean training seconds."""
+    length = min(len(c["updates"]) for c in seed_curves)
+    updates = seed_curves[0]["updates"][:length]
+    seconds = _mean_band(seed_curves, "seconds")[0]
+    by_updates, by_seconds = {}, {}
+    for field, suffix in ((key, ""), (f"raw_{key}", " (raw)")):
+        mean, low, high = _mean_band(seed_curves, field)
+        by_updates[name + suffix] = (updates, mean, low, high)
+        by_seconds[name + suffix] = (seconds, mean, low, high)
+    return by_updates, by_seconds
+
+
 def _measure_modes(root, runs, out_dir):
     """Coverage curves of the finished runs, mean +- std over seeds per dataset and GAN,
-    plotted against generator updates and training seconds (one figure per dataset)."""
+    plotted against generator updates and training seconds: modes covered
+    (`mode_collapse_<data>.png`) and the high-quality fraction
+    (`mode_collapse_<data>_quality.png`)."""
     curves: dict[tuple[str, str], list[dict]] = {}
     for spec in runs:
         labels = dict(spec.labels)
@@ -467,51 +490,59 @@ def _measure_modes(root, runs, out_dir):
         curves.setdefault((labels["data"], labels["gan"]), []).append(curve)
     measured, lines = {}, []
     for data in _GAN_DATASETS:
-        by_updates, by_seconds = {}, {}
+        num_modes = len(toy2d.mode_centers(data))
+        figures = {
+            "modes": (f"modes covered (of {num_modes})", (-0.2, num_modes + 0.2), ""),
+            "quality": ("high-quality fraction", (-0.02, 1.02), "_quality"),
+        }
+        series = {key: ({}, {}) for key in figures}
         for gan in _GAN_VARIANTS:
             seed_curves = curves.get((data, gan))
             if not seed_curves:
                 continue
-            length = min(len(c["updates"]) for c in seed_curves)
-            updates = seed_curves[0]["updates"][:length]
-            seconds = _mean_band(seed_curves, "seconds")[0]
-            name = _GAN_NAMES[gan]
-            for key, suffix in (("modes", ""), ("raw_modes", " (raw)")):
-                mean, low, high = _mean_band(seed_curves, key)
-                by_updates[name + suffix] = (updates, mean, low, high)
-                by_seconds[name + suffix] = (seconds, mean, low, high)
-            measured[f"{data}/{gan}"] = {
+            for key in figures:
+                by_updates, by_seconds = _band_series(seed_curves, key, _GAN_NAMES[gan])
+                series[key][0].update(by_updates)
+                series[key][1].update(by_seconds)
+            result = {
                 "seeds": len(seed_curves),
-                "updates": updates,
-                "seconds": seconds,
-                "modes": _mean_band(seed_curves, "modes")[0],
-                "raw_modes": _mean_band(seed_curves, "raw_modes")[0],
+                "updates": series["modes"][0][_GAN_NAMES[gan]][0],
+                "seconds": series["modes"][1][_GAN_NAMES[gan]][0],
             }
+            for key in ("modes", "raw_modes", "quality", "raw_quality"):
+                result[key] = _mean_band(seed_curves, key)[0]
+            measured[f"{data}/{gan}"] = result
             lines.append(
-                f"| {data} | {name} | {len(seed_curves)} | "
-                + ", ".join(f"{m:.1f}" for m in measured[f"{data}/{gan}"]["raw_modes"])
+                f"| {data} | {_GAN_NAMES[gan]} | {len(seed_curves)} | "
+                + ", ".join(f"{m:.1f}" for m in result["raw_modes"])
                 + " | "
-                + ", ".join(f"{m:.1f}" for m in measured[f"{data}/{gan}"]["modes"])
-                + f" | {seconds[-1]:.0f} |"
+                + ", ".join(f"{m:.1f}" for m in result["modes"])
+                + " | "
+                + ", ".join(f"{q:.3f}" for q in result["raw_quality"])
+                + f" | {result['seconds'][-1]:.0f} |"
             )
-        if not by_updates:
-            continue
-        ylabel = f"modes covered (of {len(toy2d.mode_centers(data))})"
-        plots.save_band_panels(
-            [
-                {"xlabel": "generator updates", "ylabel": ylabel, "series": by_updates},
-                {"xlabel": "training seconds", "ylabel": ylabel, "series": by_seconds},
-            ],
-            os.path.join(out_dir, f"mode_collapse_{data}.png"),
-            title=f"toy2d/{data}: mean over seeds +- one std; solid EMA, dashed raw",
-        )
+        for key, (ylabel, ylim, suffix) in figures.items():
+            by_updates, by_seconds = series[key]
+            if not by_updates:
+                continue
+            plots.save_band_panels(
+                [
+                    {"xlabel": "generator updates", "ylabel": ylabel, "series": by_updates},
+                    {"xlabel": "training seconds", "ylabel": ylabel, "series": by_seconds},
+                ],
+                os.path.join(out_dir, f"mode_collapse_{data}{suffix}.png"),
+                title=f"toy2d/{data}: mean over seeds +- one std; solid EMA, dashed raw",
+                ylim=ylim,
+            )
     evaluated = sorted({u for m in measured.values() for u in m["updates"]})
     markdown = (
-        "Coverage during training, mean over the finished seeds at generator updates "
-        f"{', '.join(map(str, evaluated))} (figures `mode_collapse_<data>.png`, which also "
-        "plot it against training seconds with a band of one standard deviation):\n\n"
-        "| data | GAN | seeds | raw generator | moving average | training s (mean) |\n"
-        "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+        "During training, means over the finished seeds at generator updates "
+        f"{', '.join(map(str, evaluated))} (figures `mode_collapse_<data>.png` for the modes "
+        "and `mode_collapse_<data>_quality.png` for the high-quality fraction, each also "
+        "against training seconds, with a band of one standard deviation over seeds):\n\n"
+        "| data | GAN | seeds | modes, raw generator | modes, moving average | "
+        "high-quality fraction, raw | training s (mean) |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
     )
     return measured, markdown
 

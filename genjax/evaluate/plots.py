@@ -471,6 +471,7 @@ def save_band_panels(
     panels: Sequence[Mapping],
     path: str | os.PathLike,
     title: str | None = None,
+    ylim: tuple[float, float] | None = None,
 ) -> Figure:
     """Side-by-side panels of mean curves with shaded bands (e.g. a mean over seeds +- one
     standard deviation).
@@ -482,6 +483,7 @@ def save_band_panels(
         dashed (same colour as the label without it, when both are present).
       path: destination PNG file.
       title: optional figure title.
+      ylim: optional (bottom, top) of every panel's y axis.
 
     Returns:
       The figure (saved): panel i is `figure.axes[i]`, its lines in series order, and its
@@ -512,6 +514,8 @@ def save_band_panels(
         axes.set_ylabel(panel["ylabel"])
         if panel.get("title"):
             axes.set_title(panel["title"])
+        if ylim is not None:
+            axes.set_ylim(*ylim)
         axes.legend(fontsize="small")
     if title is not None:
         figure.suptitle(title)

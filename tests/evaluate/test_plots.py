@@ -274,7 +274,7 @@ def test_band_panels_draw_mean_lines_over_their_bands(tmp_path):
         {"xlabel": "seconds", "ylabel": "modes", "series": {"gan": (2 * x, mean, low, high)}},
     ]  # fmt: skip
     path = tmp_path / "bands.png"
-    figure = plots.save_band_panels(panels, path, title="coverage")
+    figure = plots.save_band_panels(panels, path, title="coverage", ylim=(-1.0, 6.0))
     assert _open_png(path).size == (2 * 400, 400)
     left, right = figure.axes
     solid, dashed = left.lines
@@ -287,6 +287,7 @@ def test_band_panels_draw_mean_lines_over_their_bands(tmp_path):
     assert vertices[:, 1].min() == low.min() and vertices[:, 1].max() == high.max()
     np.testing.assert_allclose(right.lines[0].get_xdata(), 2 * x)
     assert right.get_xlabel() == "seconds" and left.get_title() == "left"
+    assert left.get_ylim() == right.get_ylim() == (-1.0, 6.0)
     with pytest.raises(ValueError, match="'short'"):
         plots.save_band_panels(
             [{"xlabel": "", "ylabel": "", "series": {"short": (x, mean[:2], low, high)}}],

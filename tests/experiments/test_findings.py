@@ -109,14 +109,18 @@ def test_coverage_curve_reads_modes_and_training_seconds(tmp_path):
     _write_jsonl(path, [
         {"step": 20, "train/d_loss": 1.0, "perf/steps_per_sec": 2.0},   # 10 s
         {"step": 40, "train/d_loss": 1.0, "perf/steps_per_sec": 4.0},   # + 5 s
-        {"step": 40, "eval/modes_covered": 1, "eval/raw_modes_covered": 2},
+        {"step": 40, "eval/modes_covered": 1, "eval/raw_modes_covered": 2,
+         "eval/high_quality_fraction": 0.5, "eval/raw_high_quality_fraction": 0.25},
         {"step": 60, "train/d_loss": 1.0, "perf/steps_per_sec": 1.0},   # + 20 s
         {"step": 80, "train/d_loss": 1.0, "perf/steps_per_sec": 0.5},   # + 40 s
-        {"step": 80, "eval/modes_covered": 3, "eval/raw_modes_covered": 5},
+        {"step": 80, "eval/modes_covered": 3, "eval/raw_modes_covered": 5,
+         "eval/high_quality_fraction": 0.75, "eval/raw_high_quality_fraction": 0.5},
+        {"step": 100, "eval/modes_covered": 3},  # an evaluation without the raw fields
     ])  # fmt: skip
     curve = findings._coverage_curve(str(path))
     assert curve == {
-        "updates": [40, 80], "seconds": [15.0, 75.0], "modes": [1, 3], "raw_modes": [2, 5]
+        "updates": [40, 80], "seconds": [15.0, 75.0], "modes": [1, 3], "raw_modes": [2, 5],
+        "quality": [0.5, 0.75], "raw_quality": [0.25, 0.5],
     }  # fmt: skip
 
 
