@@ -557,8 +557,9 @@ def _modes_per_seed(rows, data, gan, field):
 
 def _beats(remedy: list, baseline: list) -> bool | None:
     """Whether `remedy`'s mean exceeds `baseline`'s by more than 2 combined standard errors
-    (ddof=1); None when either has fewer than 2 seeds (no standard error)."""
-    if len(remedy) < 2 or len(baseline) < 2:
+    (ddof=1); None when either has fewer than 2 seeds (no standard error) or neither covers
+    any mode at all (a floor: the budget is too small for the comparison to say anything)."""
+    if len(remedy) < 2 or len(baseline) < 2 or max(remedy + baseline) == 0:
         return None
     error = math.hypot(
         np.std(remedy, ddof=1) / math.sqrt(len(remedy)),
@@ -572,7 +573,7 @@ def _judge_modes(rows, measured):
     """Per dataset and remedy: does it cover more modes of the raw generator than the
     non-saturating GAN, by more than 2 combined standard errors over seeds? 'held' when
     every remedy does on every dataset, 'partly held' when some do, 'did not hold' when none
-    does, and 'undecided' when no comparison has 2 finished seeds on both sides."""
+    does, and 'undecided' when no comparison can be made (`_beats`)."""
     del measured
     outcomes, lines, covered = [], [], []
     for data in _GAN_DATASETS:
@@ -595,7 +596,8 @@ def _judge_modes(rows, measured):
                 line += {
                     True: ": more than the non-saturating GAN (> 2 SE).",
                     False: ": not more than the non-saturating GAN by 2 SE.",
-                    None: ": too few seeds to compare.",
+                    None: ": no comparison (fewer than 2 seeds a side, or no mode covered "
+                    "by either).",
                 }[beats]
             lines.append(line)
     decided = [o for o in outcomes if o is not None]
@@ -608,8 +610,9 @@ def _judge_modes(rows, measured):
     else:
         verdict = "did not hold"
     summary = {
-        "undecided": "No remedy has 2 finished seeds beside 2 of the non-saturating GAN on "
-        "one dataset, so nothing is judged.",
+        "undecided": "No remedy can be compared with the non-saturating GAN: none has 2 "
+        "finished seeds beside 2 of it on a dataset with a mode covered by either, so "
+        "nothing is judged.",
         "held": "Every remedy covers more modes than the non-saturating GAN on both datasets.",
         "partly held": "Some remedies cover more modes than the non-saturating GAN, not all "
         "on both datasets.",

@@ -95,8 +95,15 @@ def test_mode_judge_is_undecided_without_two_seeds_a_side_and_says_when_nothing_
     )
     verdict, text = findings._judge_modes(rows, {})
     assert verdict == "undecided"
-    assert "too few seeds to compare" in text and "grid25_unit, WGAN-GP, lambda 10: no " in text
+    assert "no comparison (fewer than 2 seeds" in text
+    assert "grid25_unit, WGAN-GP, lambda 10: no finished seed" in text
     assert "No generator, raw or averaged, covers a single mode" in text
+    # Two seeds a side but no mode covered by either: a floor, not a verdict.
+    zeros = _all_gans([0, 0], [0, 0], [0, 0], [0, 0])
+    assert findings._judge_modes(zeros, {})[0] == "undecided"
+    assert findings._judge_modes(_all_gans([0, 0], [3, 4], [0, 0], [0, 0]), {})[0] == (
+        "partly held"
+    )
 
 
 def _write_jsonl(path, records):
