@@ -10,6 +10,7 @@ The trainer (`genjax.train.loop`) knows models only through this interface:
     summary = model.summarize(outputs, final, constants)      # host: NumPy -> JSON-able dict
     samples = model.sample(state, key, num)                   # (num, *example_shape)
     labels = model.sample_labels(num)                         # None, or (num,) for conditional
+    filters = model.first_layer_filters(state)                # None, or (N, *example_shape)
 
 Per-device functions run inside `jax.shard_map` over the mesh axis 'data' (see
 `genjax.train.parallel`); they see their slice of the batch and reduce with
@@ -28,6 +29,9 @@ import optax
 from genjax.train import optim
 from genjax.train.parallel import DATA_AXIS, example_keys
 from genjax.train.state import TrainState
+
+# At most this many first-layer filters go into `filters.png` (a 10 x 10 grid).
+MAX_FILTERS = 100
 
 
 class Model(abc.ABC):
@@ -126,6 +130,13 @@ class Model(abc.ABC):
         """The class labels `sample(state, key, num)` conditions on, (num,) ints; None (the
         default) for an unconditional model."""
         del num
+        return None
+
+    def first_layer_filters(self, state: TrainState) -> np.ndarray | None:
+        """The first layer's filters in data space, (N, *example_shape): each of up to
+        `MAX_FILTERS` hidden units' incoming weights, which the trainer saves as
+        `filters.png` at the end of training; None (the default) for none."""
+        del state
         return None
 
     def log_density(self, state: TrainState, x: jax.Array) -> jax.Array | None:

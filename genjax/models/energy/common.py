@@ -11,6 +11,7 @@ import numpy as np
 from genjax.evaluate import ais
 from genjax.evaluate.likelihood import summarize_log_likelihood
 from genjax.models import checks
+from genjax.models.base import MAX_FILTERS
 from genjax.models.energy import rbm
 
 # model_config fields of every energy family that only change evaluation.
@@ -94,6 +95,17 @@ def visible_mean_examples(mc) -> int:
     """The family's `init_batch_size`: VISIBLE_MEAN_EXAMPLES with `visible_bias_init =
     'data_mean'` (the trainer then passes real training examples to `init`), else 0."""
     return VISIBLE_MEAN_EXAMPLES if mc.visible_bias_init == "data_mean" else 0
+
+
+def first_layer_filters(weights, example_shape: tuple) -> np.ndarray | None:
+    """Hidden units' incoming weights as images: (V, H) -> (min(H, MAX_FILTERS), *example_shape),
+    filter j = weights[:, j] reshaped; None when the examples are not images (rank < 2, e.g.
+    2-D toy points)."""
+    if len(example_shape) < 2:
+        return None
+    weights = np.asarray(jax.device_get(weights))
+    num_filters = min(weights.shape[1], MAX_FILTERS)
+    return weights[:, :num_filters].T.reshape((num_filters, *example_shape))
 
 
 def enumerated_units(params: dict) -> int:

@@ -438,6 +438,10 @@ class DBM(staged.StagedModel):
         summary.update(extra)
         return summary
 
+    def first_layer_filters(self, state):
+        """W1's columns as images, (min(H1, 100), *example_shape)."""
+        return common.first_layer_filters(state.params["W1"], self.spec.example_shape)
+
     def sample(self, state, key, num):
         samples = sample(state.params, key, num, self.config.model_config.sample_gibbs_steps)
         return samples.reshape((num, *self.spec.example_shape))

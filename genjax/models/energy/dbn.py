@@ -285,6 +285,11 @@ class DBN(staged.StagedModel):
         summary.update(extra, eval_bound_samples=self.config.model_config.eval_bound_samples)
         return summary
 
+    def first_layer_filters(self, state):
+        """The bottom RBM's weights as images, (min(H_0, 100), *example_shape)."""
+        weights = state.params[layer_name(0)]["W"]
+        return common.first_layer_filters(weights, self.spec.example_shape)
+
     def sample(self, state, key, num):
         steps = self.config.model_config.sample_gibbs_steps
         samples = sample(state.params, key, num, steps)

@@ -200,6 +200,10 @@ class RBM(GradientModel):
         summary.update(extra)
         return summary
 
+    def first_layer_filters(self, state):
+        """W's columns as images, (min(H, 100), *example_shape), or None for non-image data."""
+        return common.first_layer_filters(state.params["W"], self.spec.example_shape)
+
     def sample(self, state, key, num):
         mc = self.config.model_config
         start = state.extras["visible_mean"]

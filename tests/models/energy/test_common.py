@@ -1,17 +1,21 @@
 """The energy families' shared training defaults (Hinton 2010): weight decay on the weights
-only, and visible biases initialised from the training data's means."""
+only, visible biases initialised from the training data's means; and first-layer filter images."""
+
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import dbm as dbm_configs
 from configs import dbn as dbn_configs
 from configs import grbm as grbm_configs
 from configs import rbm as rbm_configs
+from genjax.evaluate import plots
 from genjax.models.energy import common
-from genjax.train import ConfigError, Experiment, validate
+from genjax.train import ConfigError, Experiment, load_state, train_and_evaluate, validate
 
 
 def _with_decay(config, optimizer, weight_decay_biases):
@@ -150,3 +154,61 @@ def test_invalid_shared_fields_are_named(tmp_path, module, field, value, message
     config.model_config[field] = value
     with pytest.raises(ConfigError, match=message):
         validate(config, str(tmp_path))
+
+
+def read_filter_tiles(path, num_filters, tile_shape):
+    """The tiles of a `plots.save_filter_grid` PNG, row by row: (num_filters, *tile_shape) in
+    0..255, cut out of the grid of ceil(sqrt(N)) columns separated by 1 white pixel."""
+    pixels = np.asarray(Image.open(path))
+    height, width = tile_shape
+    num_cols = int(np.ceil(np.sqrt(num_filters)))
+    num_rows = int(np.ceil(num_filters / num_cols))
+    assert pixels.shape == (num_rows * (height + 1) - 1, num_cols * (width + 1) - 1)
+    tiles = []
+    for index in range(num_filters):
+        row, col = divmod(index, num_cols)
+        top, left = row * (height + 1), col * (width + 1)
+        tiles.append(pixels[top : top + height, left : left + width])
+    return np.stack(tiles)
+
+
+def assert_filters_png_shows(path, weights, image_shape):
+    """filters.png holds, tile j, hidden unit j's incoming weights weights[:, j] (V,) reshaped
+    to the image and scaled on their own so that 0 is mid-grey and max |w| is black or white."""
+    weights = np.asarray(weights, np.float64)
+    num_filters = min(weights.shape[1], 100)
+    filters = weights[:, :num_filters].T.reshape((num_filters, *image_shape))
+    expected = 0.5 + 0.5 * filters / np.abs(filters).max(axis=(1, 2), keepdims=True)
+    tiles = read_filter_tiles(path, num_filters, image_shape)
+    np.testing.assert_allclose(tiles, np.round(255 * expected), atol=1)
+
+
+def test_filter_tiles_scale_each_filter_on_its_own():
+    filters = np.array([[[1.0, -2.0], [0.0, 0.5]], [[0.0, 0.0], [0.0, 0.0]]])
+    np.testing.assert_allclose(
+        plots.filter_tiles(filters), [[[0.75, 0.0], [0.5, 0.625]], [[0.5, 0.5], [0.5, 0.5]]]
+    )
+
+
+def test_first_layer_filters_are_the_weight_columns_as_images():
+    weights = np.arange(2 * 3 * 150, dtype=np.float32).reshape(6, 150)
+    filters = common.first_layer_filters(weights, (2, 3, 1))
+    assert filters.shape == (100, 2, 3, 1)  # at most 100 units
+    np.testing.assert_array_equal(filters[7, :, :, 0], weights[:, 7].reshape(2, 3))
+    assert common.first_layer_filters(weights, (6,)) is None  # not images
+
+
+def test_rbm_run_writes_its_filters(tmp_path):
+    config = rbm_configs.get_config("tiny")
+    config.num_steps, config.eval_every, config.checkpoint_every = 4, 4, 4
+    train_and_evaluate(config, str(tmp_path))
+    weights = load_state(str(tmp_path))["params"]["W"]  # (64, 16)
+    assert_filters_png_shows(os.path.join(tmp_path, "filters.png"), weights, (8, 8))
+
+
+def test_toy_grbm_run_writes_no_filters(tmp_path):
+    config = grbm_configs.get_config("tiny")
+    config.num_steps, config.eval_every, config.checkpoint_every = 4, 4, 4
+    train_and_evaluate(config, str(tmp_path))
+    assert os.path.exists(os.path.join(tmp_path, "eval.json"))
+    assert not os.path.exists(os.path.join(tmp_path, "filters.png"))

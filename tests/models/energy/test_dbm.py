@@ -283,3 +283,11 @@ def test_run_outputs(uninterrupted_run):
     assert stages == [0.0, 1.0, 2.0, 2.0]  # logged every 5 steps over stages of 5, 5, 10
     assert any("eval/nll_bound" in m for m in lines)
     assert os.listdir(os.path.join(workdir, "samples"))
+
+
+def test_run_writes_the_first_layer_filters(uninterrupted_run):
+    from tests.models.energy.test_common import assert_filters_png_shows
+
+    _, workdir, _ = uninterrupted_run
+    weights = load_state(workdir)["params"]["W1"]  # (64, 12)
+    assert_filters_png_shows(os.path.join(workdir, "filters.png"), weights, (8, 8))

@@ -270,3 +270,11 @@ def test_staged_run_outputs(staged_run):
     assert stages == {step: float(step > stage_0) for step in stages}
     assert set(stages.values()) == {0.0, 1.0}
     assert any("eval/nll_bound" in m for m in lines)
+
+
+def test_staged_run_writes_the_bottom_layer_filters(staged_run):
+    from tests.models.energy.test_common import assert_filters_png_shows
+
+    _, workdir, _, _, final, _ = staged_run
+    weights = final["params"]["layer_0"]["W"]  # (64, 12)
+    assert_filters_png_shows(os.path.join(workdir, "filters.png"), weights, (8, 8))
