@@ -26,6 +26,22 @@ Evaluation: the mean-field lower bound (Salakhutdinov & Hinton 2009, section 2.2
 
 with the binary entropies H. AIS underestimates log Z on average, which makes the reported
 bound optimistic by that bias.
+
+The pure functions, on the parameter dict above (chains are dicts {'v', 'h1', 'h2'} of
+(N, V), (N, H1), (N, H2)):
+
+    params = dbm.init_params(key, V, (H1, H2), weight_scale)   # zero biases
+    dbm.energy(params, v, h1, h2)                  # (..., V), (..., H1), (..., H2) -> (...)
+    dbm.h1_input(params, v, h2), dbm.h2_input(params, h1), dbm.visible_probs(params, h1)
+    mu1, mu2 = dbm.mean_field(params, v, num_iterations)  # (..., V) -> (..., H1), (..., H2)
+    dbm.mean_field_bound(params, v, mu1, mu2)      # -> (...), the bound + log Z
+    chains = dbm.gibbs_chain(params, key, chains, num_steps)  # block sweeps (`gibbs_sweep`)
+    dbm.random_chains(key, num, params), dbm.chains_from_data(key, v, mu1, mu2)
+    model_rbm = dbm.as_rbm(params)                 # RBM over h1: W (H1, V + H2); log Z of the DBM
+    dbm.doubled_visible_rbm(params), dbm.doubled_hidden_rbm(params)  # the pretraining RBMs
+    images = dbm.sample(params, key, num, num_gibbs_steps)    # (num, V) means p(v = 1 | h1)
+
+and `binary_entropy(mu)`, `reconstruction_error(params, v, mu1)`, `check_params(params)`.
 """
 
 from __future__ import annotations

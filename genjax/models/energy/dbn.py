@@ -24,6 +24,18 @@ with q the factorial up-pass q(x_{l+1} | x_l) = Bernoulli(sigmoid(b_h^l + x_l W^
 layer by layer. The expectation is a Monte Carlo mean over `eval_bound_samples` samples per
 example (`log_weights`); log Z_top is exact or AIS (`common.rbm_log_partition`). A 1-layer DBN
 has no latent layers to bound over: its "bound" is the RBM's -F(v) - log Z exactly.
+
+The pure functions, on the parameter dict above (each layer an `rbm` dict):
+
+    params = dbn.init_params(key, V, (H_0, .., H_{L-1}), weight_scale)  # zero biases
+    x = dbn.layer_input(params, v, layer)           # (..., V) -> (..., H_{layer-1}), no gradient
+    log_w = dbn.log_weights(params, key, v, M)      # (V,) one example -> (M,), bound's terms
+    errors = dbn.reconstruction_errors(params, v)   # {'layer_l': (...,)}, each RBM on its input
+    images = dbn.sample(params, key, num, steps)    # (num, V) means p(v = 1 | x_1)
+    dbn.top_layer(params), dbn.num_layers(params), dbn.check_params(params)
+
+and `bernoulli_log_prob(x, logits)`, (..., N) -> (...). The top RBM's log Z comes from
+`rbm.log_partition_exact` or `rbm.ais_log_partition` on `top_layer(params)`.
 """
 
 from __future__ import annotations
