@@ -1,13 +1,19 @@
-"""The RBM family for the trainer (`config.model = 'rbm'`): CD-k and PCD on one surrogate.
+"""The RBM family for the trainer (`config.model = 'rbm'`): CD-k, PCD and PT on one surrogate.
 
 Training descends `rbm.contrastive_divergence_loss`, mean F(v_data) - mean F(v_model), with
 v_model from `gibbs_steps` block Gibbs sweeps started at the batch (CD-k, Hinton 2002) or at
-persistent chains kept in the train state (PCD, Tieleman 2008). The chains are sharded over
+persistent chains kept in the train state (PCD, Tieleman 2008), or from the beta = 1 chains
+of parallel tempering (PT, Desjardins et al. 2010; `tempering`): persistent sets of
+`num_temperatures` chains on the AIS path's tempered RBMs, base rates from the training data
+seen so far, swapping neighbours after every sweep. The chains are sharded over
 devices with the batch (`Model.sharded_extras`) and saved in every checkpoint. Each example
 (and its chain) draws from its own key, so runs on 1 and N devices agree.
 
 Evaluation: log p(v) = -F(v) - log Z with log Z exact (small models) or by AIS from the
-base-rate RBM fitted to the training data's pixel means (Salakhutdinov & Murray 2008).
+base-rate RBM fitted to the training data's pixel means (Salakhutdinov & Murray 2008). The
+final evaluation also runs RAISE (Burda et al. 2015, `rbm.raise_log_likelihood`), the same
+path backwards from each test example, whose NLL errs high where AIS's errs low:
+`test_nll_nats` (AIS or exact) and `test_nll_raise_nats` bracket the test NLL.
 
 With `config.compute_dtype='bfloat16'` a train step's products with W (the Gibbs sweeps, the
 surrogate and its gradient) run in bfloat16 with float32 biases, probabilities and free
@@ -21,12 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.evaluate import ais
 from genjax.models import checks, precision
 from genjax.models.base import GradientModel
-from genjax.models.energy import common, rbm
+from genjax.models.energy import common, rbm, tempering
 from genjax.train import optim
 
-SAMPLERS = ("cd", "pcd")
+SAMPLERS = ("cd", "pcd", "pt")
 VISIBLE_TYPES = ("bernoulli", "gaussian")
 
 
@@ -75,6 +82,21 @@ def sample_visible_means(
     return rbm.visible_probs(params, rbm.sample_hidden(last_key, params, v))
 
 
+def raise_summary(log_likelihood: np.ndarray, config) -> dict:
+    """`eval.json`'s RAISE fields from per-example RAISE log p(v) (N,): the mean NLL, its
+    standard error over examples, and the settings behind it."""
+    log_likelihood = np.asarray(log_likelihood, np.float64)
+    num = len(log_likelihood)
+    return {
+        "test_nll_raise_nats": float(-np.mean(log_likelihood)),
+        "test_nll_raise_stderr": float(np.std(log_likelihood, ddof=1) / np.sqrt(num))
+        if num > 1
+        else float("nan"),
+        "raise_chains": int(config.model_config.raise_chains),
+        "raise_betas": int(config.model_config.raise_betas),
+    }
+
+
 class RBM(GradientModel):
     """Bernoulli or Gaussian-Bernoulli RBM trained by CD-k or PCD.
 
@@ -83,7 +105,10 @@ class RBM(GradientModel):
       visible: 'bernoulli' (binarized data) | 'gaussian' (real-valued data).
       learn_sigma: Gaussian visibles: learn the per-unit sigma, as log sigma (else fixed at 1);
         the energy couples v / sigma to the hiddens (see `rbm`).
-      sampler: 'cd' | 'pcd'; gibbs_steps: k sweeps per update.
+      sampler: 'cd' | 'pcd' | 'pt'; gibbs_steps: k sweeps per update (for 'pt', k
+        tempering steps: a sweep of every chain, then swaps).
+      num_temperatures: 'pt': chains per set, at inverse temperatures evenly spaced from 1
+        to 0 (`tempering.tempering_betas`); at least 2.
       weight_scale: initial weights ~ N(0, weight_scale^2).
       visible_bias_init: 'data_mean' (logit of the training pixel means, or the mean itself
         for Gaussian visibles; `common.visible_bias_from_data`) | 'zeros'.
@@ -93,21 +118,37 @@ class RBM(GradientModel):
         chains, 14,500 betas); monitor_ais_chains, monitor_ais_betas: the cheap one every
         `config.eval_every` steps; exact_max_units: enumerate log Z exactly up to this many
         units in the smaller layer; sample_gibbs_steps: sweeps behind each sample.
+      raise_chains, raise_betas: RAISE in the final evaluation, `raise_chains` reverse chains
+        per test example over `ais.default_betas(raise_betas)` (0 chains: off).
     """
 
     main_metric = "train/recon_error"
-    evaluation_fields = common.EVALUATION_FIELDS
+    evaluation_fields = (*common.EVALUATION_FIELDS, "raise_chains", "raise_betas")
     sharded_extras = ("chains",)
     compute_dtypes = ("float32", "bfloat16")
-    added_field_defaults = common.ADDED_FIELD_DEFAULTS
+    added_field_defaults = {**common.ADDED_FIELD_DEFAULTS, "num_temperatures": 10}
 
     @classmethod
     def validate_config(cls, config) -> None:
         mc = config.model_config
         checks.check_choice(mc, "visible", VISIBLE_TYPES)
         checks.check_choice(mc, "sampler", SAMPLERS)
-        checks.check_positive_ints(mc, ("num_hidden", "gibbs_steps"))
+        checks.check_positive_ints(mc, ("num_hidden", "gibbs_steps", "raise_betas"))
         common.check_shared_fields(mc)
+        if not (isinstance(mc.num_temperatures, int) and mc.num_temperatures >= 2):
+            raise ValueError(
+                f"config.model_config.num_temperatures={mc.num_temperatures!r} must be an "
+                "integer of at least 2 (the beta = 1 chain and at least one hotter one)."
+            )
+        if not (isinstance(mc.raise_chains, int) and mc.raise_chains >= 0):
+            raise ValueError(
+                f"config.model_config.raise_chains={mc.raise_chains!r} must be an integer >= 0 "
+                "(0 turns RAISE off)."
+            )
+        if mc.raise_betas < 3:
+            raise ValueError(
+                f"config.model_config.raise_betas={mc.raise_betas} must be at least 3."
+            )
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
@@ -117,7 +158,8 @@ class RBM(GradientModel):
                 spec, "config.model_config.visible='bernoulli'", "visible='gaussian'"
             )
         self.gaussian = mc.visible == "gaussian"
-        self.persistent = mc.sampler == "pcd"
+        self.persistent = mc.sampler in ("pcd", "pt")
+        self.tempered = mc.sampler == "pt"
         self.num_visible = spec.num_dims
         self.init_batch_size = common.visible_mean_examples(mc)
 
@@ -138,9 +180,12 @@ class RBM(GradientModel):
             params["b_v"] = common.visible_bias_from_data(example_x, self.gaussian)
         extras = {"visible_mean": jnp.zeros(self.num_visible), "num_batches": jnp.zeros(())}
         if self.persistent:
-            extras["chains"] = initial_chains(
-                chains_key, self.config.batch_size, self.num_visible, self.gaussian
-            )
+            # PT: a set of num_temperatures chains per example, (B, M, V); PCD: (B, V).
+            num_chains = self.config.batch_size * (mc.num_temperatures if self.tempered else 1)
+            chains = initial_chains(chains_key, num_chains, self.num_visible, self.gaussian)
+            if self.tempered:
+                chains = chains.reshape(self.config.batch_size, mc.num_temperatures, -1)
+            extras["chains"] = chains
         return params, extras
 
     def _trainable(self, params: dict) -> dict:
@@ -154,15 +199,32 @@ class RBM(GradientModel):
         params = precision.cast_matrices(self._trainable(params), self.config.compute_dtype)
         start = extras["chains"] if self.persistent else v
         frozen = jax.lax.stop_gradient(params)
-        v_model = jax.vmap(lambda key, v0: rbm.gibbs_chain(frozen, key, v0, mc.gibbs_steps))(
-            keys, start
-        )
-        loss = rbm.contrastive_divergence_loss(params, v, v_model)
         extras = update_running_mean(extras, v.mean(axis=0))
-        if self.persistent:
-            extras["chains"] = v_model
         metrics = {"train/recon_error": rbm.reconstruction_error(frozen, v).mean()}
+        if self.tempered:
+            chains, swap_rate = self._tempered_chains(frozen, extras, keys, start)
+            v_model = chains[:, 0]  # the beta = 1 chains, (B, V)
+            metrics["train/pt_swap_rate"] = jnp.mean(swap_rate)
+        else:
+            chains = v_model = jax.vmap(
+                lambda key, v0: rbm.gibbs_chain(frozen, key, v0, mc.gibbs_steps)
+            )(keys, start)
+        loss = rbm.contrastive_divergence_loss(params, v, v_model)
+        if self.persistent:
+            extras["chains"] = chains
         return loss, (metrics, extras)
+
+    def _tempered_chains(self, params, extras, keys, chains):
+        """`gibbs_steps` parallel-tempering steps of every chain set (B, M, V), tempered
+        towards the base-rate RBM of the training data seen so far (the AIS base)."""
+        mc = self.config.model_config
+        base = rbm.base_rate_params(params, base_visible_bias(params, extras))
+        betas = tempering.tempering_betas(mc.num_temperatures)
+        return jax.vmap(
+            lambda key, chain_set: tempering.parallel_tempering_chain(
+                params, base, key, chain_set, betas, mc.gibbs_steps
+            )
+        )(keys, chains)
 
     def evaluation_constants(self, state, key, final):
         progress = final and self.config.progress_bar and jax.process_index() == 0
@@ -172,7 +234,9 @@ class RBM(GradientModel):
         )
 
     def eval_step(self, state, batch, keys, final):
-        del final  # the same per-example quantities; only log Z's settings differ
+        """Per-example free energies, reconstruction errors, pseudo-log-likelihoods and, in
+        the final evaluation, RAISE's log p(v) (`raise_chains` > 0)."""
+        mc = self.config.model_config
         params = state.params
         v = batch["x"].reshape((batch["x"].shape[0], -1))
         outputs = {
@@ -183,6 +247,16 @@ class RBM(GradientModel):
             outputs["pseudo_log_likelihood"] = jax.vmap(
                 lambda x, key: rbm.pseudo_log_likelihood(params, x, key)
             )(v, keys)
+        if final and mc.raise_chains:
+            base = base_visible_bias(params, state.extras)
+            betas = ais.default_betas(mc.raise_betas)
+
+            def raise_one(x, key):
+                return rbm.raise_log_likelihood(
+                    params, jax.random.fold_in(key, 1), x[None], mc.raise_chains, betas, base
+                ).log_likelihood[0]
+
+            outputs["raise_log_likelihood"] = jax.vmap(raise_one)(v, keys) + batch["log_det"]
         return outputs
 
     def summarize(self, outputs, final, constants):
@@ -198,6 +272,8 @@ class RBM(GradientModel):
             }
         summary = common.summarize_nll(log_likelihood, self.spec.num_dims, constants)
         summary.update(extra)
+        if "raise_log_likelihood" in outputs:
+            summary.update(raise_summary(outputs["raise_log_likelihood"], self.config))
         return summary
 
     def first_layer_filters(self, state):

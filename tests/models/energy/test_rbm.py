@@ -316,7 +316,7 @@ def test_grbm_on_toy_data(tmp_path):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("sampler", "gibbs", r"config.model_config.sampler='gibbs'; allowed: \('cd', 'pcd'\)"),
+        ("sampler", "gibbs", r"model_config.sampler='gibbs'; allowed: \('cd', 'pcd', 'pt'\)"),
         ("gibbs_steps", 0, r"config.model_config.gibbs_steps=0 must be a positive integer"),
         ("visible", "poisson", r"config.model_config.visible='poisson'; allowed"),
         ("exact_max_units", 40, r"config.model_config.exact_max_units=40 must be in \[0, 25\]"),
