@@ -199,3 +199,22 @@ def test_tempering_betas():
     np.testing.assert_allclose(tempering.tempering_betas(5), [1.0, 0.75, 0.5, 0.25, 0.0])
     with pytest.raises(ValueError, match="num_temperatures=1 must be at least 2"):
         tempering.tempering_betas(1)
+
+
+@pytest.mark.slow
+def test_tempered_chain_sets_are_sharded_like_the_batch(tmp_path):
+    """PT on 2 devices: each device advances the chain sets of its own examples, tempered
+    towards the same (device-averaged) base rates, so chains and parameters equal a 1-device
+    run's."""
+    from genjax.train import load_state
+    from tests.train.test_parallel import _train_on
+
+    _train_on(1, str(tmp_path / "one"), "rbm", "pt,tiny")
+    _train_on(2, str(tmp_path / "two"), "rbm", "pt,tiny")
+    one, two = load_state(str(tmp_path / "one")), load_state(str(tmp_path / "two"))
+    for a, b in zip(jax.tree.leaves(one["params"]), jax.tree.leaves(two["params"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    chains_one, chains_two = one["extras"]["chains"], two["extras"]["chains"]
+    assert chains_one.shape == chains_two.shape == (20, 10, 64)
+    np.testing.assert_array_equal(chains_one, chains_two)
+    assert np.any(chains_two[:10] != chains_two[10:])  # not one device's chains copied
