@@ -13,11 +13,13 @@ sampling 784 sequential ones. Each layer's log-scale is soft-clamped to
 (-max_log_scale, max_log_scale) = (-3, 3) (`model_config.max_log_scale`).
 
 Data: dequantized, then the logit transform with MAF's lambda = 1e-6 (Papamakarios et al. 2017,
-Sec. 4.3 and their code's MNIST preprocessing), not RealNVP's 0.05: with 0.05 the blank pixels
-(level 0, more than 80% of an MNIST digit) land in a narrow band [logit(0.05),
-logit(0.05 + 0.9 / 256)] of logit space that a per-pixel MAF can stretch without bound, and
-test digits with ink there get densities near zero (417.5 bits/dim at 2,000 steps). The logit's
+their MNIST preprocessing), not RealNVP's 0.05: with 0.05 the blank pixels (level 0, most of an
+MNIST digit) land in a band [logit(0.05), logit(0.05 + 0.9 / 256)] only 0.07 wide in logit
+space, which the per-pixel MAF layers learn to stretch by large factors, and test digits with
+ink there get densities near zero (417.5 bits/dim at 2,000 steps). The logit's
 log-det enters the likelihood, so `test_bits_per_dim` is in the 256-level discrete space.
+
+Measured: 2.04 bits/dim (test NLL -3238.1 +- 6.2 nats) with `--config.num_steps=1000`.
 """
 
 import ml_collections

@@ -118,9 +118,9 @@ def logit_transform(x, alpha: float = 0.05):
     """RealNVP's logit transform y = logit(alpha + (1 - 2 alpha) x) and its log |det dy/dx|.
 
     Dinh et al. (2017), "Density estimation using Real NVP", Sec. 4.1 (alpha = 0.05), and
-    Papamakarios et al. (2017), "Masked Autoregressive Flow", Sec. 4.3 (lambda = 1e-6 for
-    MNIST): the data are squeezed into [alpha, 1 - alpha] so that the logit stays finite at
-    x = 0 and x = 1. With s = alpha + (1 - 2 alpha) x and 1 - s = alpha + (1 - 2 alpha)(1 - x),
+    Papamakarios et al. (2017), "Masked Autoregressive Flow" (lambda = 1e-6 for MNIST): the
+    data are squeezed into [alpha, 1 - alpha] so that the logit stays finite at x = 0 and
+    x = 1. With s = alpha + (1 - 2 alpha) x and 1 - s = alpha + (1 - 2 alpha)(1 - x),
 
         y = log s - log(1 - s),    dy/dx = (1 - 2 alpha) / (s (1 - s)),
 
