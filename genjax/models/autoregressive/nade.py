@@ -23,10 +23,12 @@ All three are O(DH) in principle, but `jnp.cumsum` lowers to a reduce-window wit
 window, which XLA on CPU runs in O(D^2 H), and the 784-step scan pays a loop step per pixel and
 stores (D, B, H) residuals for its gradient. For 784 x 500 and a training step of 100 examples
 on 2 shared CPU cores, the scan (unrolled by 4) took ~0.45 s and cumsum ~2.7 s. The blocked
-train step ran at a median 4.6x the scan's steps/s (2.0-5.5x over 6 rounds, the two steps
-timed in turns in one process on a heavily shared CPU); K = 8 beat 4, 16 and 32, and
-recomputing the sigmoids beat storing them. Its floor is the B*D*H = 39.2M sigmoids and
-readout products a step computes (twice, with the recomputation), which no blocking removes.
+train step ran at a median 2.9-4.6x the scan's steps/s (two runs of 5-6 rounds, the steps
+timed in turns in one process on a heavily shared CPU), with an ordering per example 2.6x;
+K = 8 was at least as fast as 4, 16 and 32, and recomputing the sigmoids beat storing them
+(1.7x less CPU time). Its floor is the B*D*H = 39.2M sigmoids and readout products a step
+computes (twice, with the recomputation; one pass of the sigmoids alone took 49 ms of one
+core's time), which no blocking removes (MADE's step has about B*(H + D) nonlinearities).
 `pass_method='auto'` picks 'blocked' on CPU and 'cumsum' on accelerators (not measured there).
 `sample` walks the recursion one position at a time, drawing each x_{o_k}.
 
@@ -46,11 +48,14 @@ Parameters are a plain dict {"W", "V", "b", "c"} (+ "U"); every function here is
 Mixed precision (`config.compute_dtype='bfloat16'`): the train step casts W, V and U to
 bfloat16 (`precision.cast_matrices`). The readouts V[d] . h_k are bfloat16 products; the
 pre-activations a_k, a running sum over up to D positions, stay float32 (each added term is a
-bfloat16 weight times a bit, exact in float32), and so do the logits and log p(x | o).
+bfloat16 weight times a bit, exact in float32; the 'blocked' pass's products take bfloat16
+operands and sum in float32), and so do the logits and log p(x | o).
 Evaluation and sampling use the float32 parameters.
 """
 
 from __future__ import annotations
+
+import functools
 
 import chex
 import jax
@@ -156,6 +161,43 @@ def _blocked(values: jax.Array, block_size: int) -> jax.Array:
     return jnp.moveaxis(values, -2, 0)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _low_precision_sum(spec: str, inputs: jax.Array, weights: jax.Array) -> jax.Array:
+    """einsum(spec) of `inputs` cast to the weights' dtype and `weights`, summed in float32."""
+    inputs = inputs.astype(weights.dtype)
+    return jnp.einsum(spec, inputs, weights, preferred_element_type=jnp.float32)
+
+
+def _low_precision_sum_forward(spec, inputs, weights):
+    return _low_precision_sum(spec, inputs, weights), (inputs, weights)
+
+
+def _low_precision_sum_backward(spec, residuals, cotangent):
+    """The gradient's products in the weights' dtype too (cotangent cast, as `_readout`'s is)."""
+    inputs, weights = residuals
+    _, pullback = jax.vjp(
+        lambda a, w: jnp.einsum(spec, a, w), inputs.astype(weights.dtype), weights
+    )
+    d_inputs, d_weights = pullback(cotangent.astype(weights.dtype))
+    return d_inputs.astype(inputs.dtype), d_weights
+
+
+_low_precision_sum.defvjp(_low_precision_sum_forward, _low_precision_sum_backward)
+
+
+def _float32_sum(spec: str, inputs: jax.Array, weights: jax.Array) -> jax.Array:
+    """einsum(spec, inputs, weights) as float32 sums: a pre-activation's running sum.
+
+    float32 weights: the plain product at `Precision.HIGHEST` (a GPU would otherwise round the
+    operands to TF32). bfloat16 weights (mixed precision): a bfloat16 product (the inputs,
+    bits and 0/1 masks, are exact in it) accumulated and returned in float32, with a gradient
+    whose products are bfloat16 too, like every weight product of the train step.
+    """
+    if weights.dtype == jnp.float32:
+        return jnp.einsum(spec, inputs, weights, precision=_HIGHEST)
+    return _low_precision_sum(spec, inputs, weights)
+
+
 def _ordered_logits_blocked(
     params: dict, x_ordered: jax.Array, order: jax.Array, block_size: int = BLOCK_SIZE
 ) -> jax.Array:
@@ -169,8 +211,8 @@ def _ordered_logits_blocked(
     gradient recomputes a block's sigmoids rather than storing all B*D*H of them (on CPU,
     stacking them through the scan cost more than computing them again). D is padded with
     zeros to a multiple of K at the end; padded positions come after every real one, so they
-    touch only their own (discarded) logits. Sums run in float32 (`Precision.HIGHEST`, so a
-    GPU does not round the products to TF32); they are the scan's sums in another order.
+    touch only their own (discarded) logits. The sums run in float32 (`_float32_sum`); they
+    are the scan's sums in another order.
 
     Args:
       x_ordered: (B, D), x in generation order.
@@ -188,16 +230,12 @@ def _ordered_logits_blocked(
         weights = jnp.take(columns["W"], dims, axis=0)  # (K, H) or (B, K, H)
         per_example = "b" if weights.ndim == 3 else ""
         earlier_inputs = strictly_lower * x_block[:, None, :]  # (B, K, K): [b, r, s] = x_s, s < r
-        within = jnp.einsum(
-            f"brs,{per_example}sh->brh", earlier_inputs, weights, precision=_HIGHEST
-        )  # (B, K, H)
-        total = jnp.einsum(f"bs,{per_example}sh->bh", x_block, weights, precision=_HIGHEST)
+        within = _float32_sum(f"brs,{per_example}sh->brh", earlier_inputs, weights)  # (B, K, H)
+        total = _float32_sum(f"bs,{per_example}sh->bh", x_block, weights)  # (B, H)
         if "U" in columns:
             observed = jnp.take(columns["U"], dims, axis=0)  # (K, H) or (B, K, H)
-            within = within + jnp.einsum(
-                "rs,...sh->...rh", strictly_lower, observed, precision=_HIGHEST
-            )
-            total = total + observed.sum(axis=-2)
+            within = within + _float32_sum("rs,...sh->...rh", strictly_lower, observed)
+            total = total + observed.sum(axis=-2, dtype=jnp.float32)
         hidden = jax.nn.sigmoid(preactivation[:, None, :] + within)  # (B, K, H)
         return preactivation + total, _readout(params, hidden, dims)  # (B, H), (B, K)
 

@@ -131,6 +131,17 @@ def test_blocked_pass_in_bfloat16_matches_the_recursion_and_stays_float32():
     scan = nade._ordered_logits_scan(params, x_ordered, order)
     assert blocked.dtype == scan.dtype == jnp.float32
     np.testing.assert_allclose(blocked, scan, rtol=2e-2, atol=2e-2)
+    grads = jax.grad(_blocked_loss)(params, x, order, nade.BLOCK_SIZE)
+    expected = jax.grad(_scan_loss)(params, x, order)
+    for name in grads:
+        assert grads[name].dtype == params[name].dtype
+        np.testing.assert_allclose(
+            np.asarray(grads[name], np.float32),
+            np.asarray(expected[name], np.float32),
+            rtol=5e-2,
+            atol=5e-3,
+            err_msg=name,
+        )
 
 
 def _largest_array(jaxpr) -> int:
