@@ -23,7 +23,7 @@ All three are O(DH) in principle, but `jnp.cumsum` lowers to a reduce-window wit
 window, which XLA on CPU runs in O(D^2 H), and the 784-step scan pays a loop step per pixel and
 stores (D, B, H) residuals for its gradient. For 784 x 500 and a training step of 100 examples
 on 2 shared CPU cores, the scan (unrolled by 4) took ~0.45 s and cumsum ~2.7 s. The blocked
-train step ran at a median 2.9-4.6x the scan's steps/s (two runs of 5-6 rounds, the steps
+train step ran at a median 2.5-4.6x the scan's steps/s (three runs of 5-6 rounds, the steps
 timed in turns in one process on a heavily shared CPU), with an ordering per example 2.6x;
 K = 8 was at least as fast as 4, 16 and 32, and recomputing the sigmoids beat storing them
 (1.7x less CPU time). Its floor is the B*D*H = 39.2M sigmoids and readout products a step
