@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import time
 
@@ -28,6 +29,9 @@ from genjax.train.checkpoint import Checkpointer
 from genjax.train.metrics import MetricWriter, write_json_atomic
 
 EVAL_FILE = "eval.json"
+# What eval.json records of the training (the train loop's, see `_train`), as against the
+# evaluation's own numbers; a re-evaluation of the same step keeps them.
+TRAINING_RECORD = ("train_seconds", "max_train_seconds", "stopped_by", "train_machine")
 FILTERS_FILE = "filters.png"
 # fold_in values of the evaluation key streams (per-example keys, and once-per-evaluation
 # constants); train steps fold in their step (< 2**31 - 2).
@@ -413,16 +417,16 @@ def final_evaluation(
     first-layer filters (`filters.png`, families that have them).
 
     eval.json holds the evaluation's summary, the state's `step` (the steps reached), `model`,
-    `dataset` and the `training` record, if given (`train_and_evaluate` passes the loop's:
-    train_seconds, max_train_seconds, stopped_by, train_machine).
+    `dataset` and the `training` record (`TRAINING_RECORD`): the one given
+    (`train_and_evaluate` passes the loop's) or, for a re-evaluation (`experiments.evaluate`),
+    the one an existing eval.json holds for the same step.
     """
+    step = int(jax.device_get(state.step))
+    if training is None:
+        training = _previous_training_record(workdir, step)
     results = experiment.evaluate(state, final=True)
-    results.update(training or {})
-    results.update(
-        step=int(jax.device_get(state.step)),
-        model=experiment.config.model,
-        dataset=experiment.config.dataset,
-    )
+    results.update(training)
+    results.update(step=step, model=experiment.config.model, dataset=experiment.config.dataset)
     if _is_main_process():
         write_json_atomic(os.path.join(workdir, EVAL_FILE), results)
         _save_step_samples(experiment, state, workdir, results["step"])
@@ -432,6 +436,18 @@ def final_evaluation(
         if os.path.exists(metrics_path):
             plots.save_loss_curves(metrics_path, os.path.join(workdir, "loss_curves.png"))
     return results
+
+
+def _previous_training_record(workdir: str, step: int) -> dict:
+    """The training record of `workdir`'s eval.json if it describes `step`, else {}."""
+    path = os.path.join(workdir, EVAL_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        previous = json.load(f)
+    if previous.get("step") != step:
+        return {}
+    return {key: previous[key] for key in TRAINING_RECORD if key in previous}
 
 
 def _save_filters(experiment: Experiment, state, workdir: str) -> None:

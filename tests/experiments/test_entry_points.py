@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from experiments import findings
+from genjax.train import loop
+
 pytestmark = pytest.mark.slow  # every test starts Python processes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -77,12 +80,20 @@ def test_train_prints_and_writes_the_test_log_likelihood(trained_run):
 
 def test_evaluate_without_config_rewrites_the_same_eval_json(trained_run):
     workdir, stdout = trained_run
+    trained = _printed_results(stdout)
+    # Over an existing eval.json of the same step, the training record is kept.
+    process = _run("evaluate", f"--workdir={workdir}")
+    _check_ok(process)
+    assert _read_json(workdir / "eval.json") == trained
+    # Without one, the run's own config.json is used and the evaluation key is fixed: the same
+    # numbers, without the training record (the train loop's, which only training knows).
     os.remove(workdir / "eval.json")
     process = _run("evaluate", f"--workdir={workdir}")
     _check_ok(process)
-    # The run's own config.json is used, and the evaluation key is fixed: the same numbers.
-    assert _read_json(workdir / "eval.json") == _printed_results(stdout)
-    assert _printed_results(process.stdout) == _printed_results(stdout)
+    evaluation = {k: v for k, v in trained.items() if k not in loop.TRAINING_RECORD}
+    assert set(trained) - set(evaluation) == set(loop.TRAINING_RECORD)
+    assert _read_json(workdir / "eval.json") == evaluation
+    assert _printed_results(process.stdout) == evaluation
 
 
 def test_evaluate_config_overrides_change_the_estimator(trained_run):
@@ -248,7 +259,10 @@ def test_snr_measures_every_estimator_and_group(trained_run, tmp_path):
 def test_findings_dry_run_prints_every_run_and_writes_only_manifests(tmp_path):
     process = _run("findings", "--finding=all", "--dry_run", f"--workdir={tmp_path}")
     _check_ok(process)
-    assert process.stdout.count("-m experiments.train") == 2 + 2 + 4 + 6  # burda twice (snr)
+    # Every finding's runs: burda2016's twice, as rainforth2018 measures the same runs.
+    expected = sum(len(finding.runs) for finding in findings.FINDINGS.values())
+    assert findings.RAINFORTH2018.runs == findings.BURDA2016.runs and expected > 2 + 2 + 4
+    assert process.stdout.count("-m experiments.train") == expected
     assert sorted(os.listdir(tmp_path)) == ["burda2016", "mode_collapse", "salakhutdinov2008"]
     assert all(os.listdir(tmp_path / name) == ["sweep.json"] for name in os.listdir(tmp_path))
     refused = _run("findings", "--finding=hinton2006", f"--workdir={tmp_path}")
