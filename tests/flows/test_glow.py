@@ -363,6 +363,7 @@ def test_multiscale_with_split_prior_at_init_equals_the_standard_prior_flow():
     assert np.abs(np.asarray(learned.apply(moved, x) - learned.apply(variables, x))).min() > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("coupling,scale", [("affine", "tanh"), ("additive", "sigmoid")])
 def test_glow_image_with_learned_priors_round_trips_and_matches_the_jacobian(coupling, scale):
     """The whole two-level Glow with split and top priors (perturbed off init): the round trip,

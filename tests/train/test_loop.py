@@ -306,6 +306,7 @@ def test_time_budget_stops_checkpoints_and_evaluates(tiny_vae_config, tmp_path, 
     assert sorted(os.listdir(checkpoint_dir(workdir))) == ["4", "8"]
 
 
+@pytest.mark.slow
 def test_a_resumed_time_budget_counts_the_earlier_launches(tiny_vae_config, tmp_path, fake_clock):
     config, workdir = _budget_config(tiny_vae_config), str(tmp_path)
     assert train_and_evaluate(config, workdir, stop_at_step=5) is None  # 5 s spent, saved

@@ -198,6 +198,7 @@ def test_first_layer_filters_are_the_weight_columns_as_images():
     assert common.first_layer_filters(weights, (6,)) is None  # not images
 
 
+@pytest.mark.slow
 def test_rbm_run_writes_its_filters(tmp_path):
     config = rbm_configs.get_config("tiny")
     config.num_steps, config.eval_every, config.checkpoint_every = 4, 4, 4
@@ -206,6 +207,7 @@ def test_rbm_run_writes_its_filters(tmp_path):
     assert_filters_png_shows(os.path.join(tmp_path, "filters.png"), weights, (8, 8))
 
 
+@pytest.mark.slow
 def test_toy_grbm_run_writes_no_filters(tmp_path):
     config = grbm_configs.get_config("tiny")
     config.num_steps, config.eval_every, config.checkpoint_every = 4, 4, 4

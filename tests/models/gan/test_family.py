@@ -225,6 +225,7 @@ def test_dcgan_config_initialises_as_the_paper():
 MNIST_SPEC = DataSpec("mnist5k", (28, 28, 1), 5000, 1000, 10, 256, False, (-1.0, 1.0))
 
 
+@pytest.mark.slow
 def test_standing_statistics_are_the_ema_generators_own_batch_statistics():
     """Brock et al. (2019)'s standing statistics: each batch norm layer's mean and variance,
     recomputed for the moving average's weights, equal the averages over the batches of the

@@ -119,6 +119,7 @@ def test_raw_generator_is_scored_beside_the_moving_average():
     assert no_ema.evaluation_constants(state, jax.random.key(4), False) == {}
 
 
+@pytest.mark.slow
 def test_tiny_pacgan_trains_on_the_narrow_ring(tmp_path):
     config = gan.get_config("tiny,pack2,ring8")
     results = train_and_evaluate(config, str(tmp_path))
