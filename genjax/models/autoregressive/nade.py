@@ -27,8 +27,12 @@ train step ran at a median 2.5-4.6x the scan's steps/s (three runs of 5-6 rounds
 timed in turns in one process on a heavily shared CPU), with an ordering per example 2.6x;
 K = 8 was at least as fast as 4, 16 and 32, and recomputing the sigmoids beat storing them
 (1.7x less CPU time). Its floor is the B*D*H = 39.2M sigmoids and readout products a step
-computes (twice, with the recomputation; one pass of the sigmoids alone took 49 ms of one
-core's time), which no blocking removes (MADE's step has about B*(H + D) nonlinearities).
+computes, which no blocking removes (MADE's step has about B*(H + D) nonlinearities): on a
+quiet 2-core CPU one fused pass of them alone (nothing stored) took 34.7 ms, the blocked
+forward pass 41 ms and forward plus gradient 121 ms, against 6.2 ms for MADE's whole train
+step (8.1 against 162 steps/s in `experiments.benchmark`). Being within 3x of MADE would
+need the whole step in 18.6 ms, half of what the forward sigmoids alone take here
+(`python -m experiments.nade_floor` times all four in turns).
 `pass_method='auto'` picks 'blocked' on CPU and 'cumsum' on accelerators (not measured there).
 `sample` walks the recursion one position at a time, drawing each x_{o_k}.
 
