@@ -48,21 +48,24 @@ def test_rbm_judge_needs_every_longer_chain_two_standard_errors_better():
     assert findings._judge_rbm(_rbm_rows([100.0, 101.0, 99.0, 100.5]), {})[0] == "did not hold"
 
 
-def _mode_rows(raw_by_gan, data="ring8", status="finished"):
+def _mode_rows(raw_by_gan, data="ring8", status="finished", quality=0.9):
     """Finished rows for one dataset: {gan: raw modes per seed}; the moving average's
-    coverage is set one below the raw generator's (the judge must read the raw one)."""
+    coverage is set one below the raw generator's (the judge must read the raw one); every
+    raw generator's high-quality fraction is `quality`."""
     return [
         {"data": data, "gan": gan, "seed": seed, "status": status,
-         "raw_modes_covered": modes, "modes_covered": max(modes - 1, 0)}
+         "raw_modes_covered": modes, "modes_covered": max(modes - 1, 0),
+         "raw_high_quality_fraction": quality}
         for gan, per_seed in raw_by_gan.items()
         for seed, modes in enumerate(per_seed)
     ]  # fmt: skip
 
 
-def _all_gans(ns, pacgan, wgan10, wgan01, data="ring8"):
+def _all_gans(ns, pacgan, wgan10, wgan01, data="ring8", quality=0.9):
     return _mode_rows(
         {"non_saturating": ns, "pacgan4": pacgan, "wgan_gp_10": wgan10, "wgan_gp_0.1": wgan01},
         data,
+        quality=quality,
     )
 
 
@@ -104,6 +107,36 @@ def test_mode_judge_is_undecided_without_two_seeds_a_side_and_says_when_nothing_
     assert findings._judge_modes(_all_gans([0, 0], [3, 4], [0, 0], [0, 0]), {})[0] == (
         "partly held"
     )
+
+
+def test_mode_judge_leaves_a_dataset_no_gan_has_learned_unjudged():
+    # PacGAN 4 SE above the baseline on both datasets, but on the ring every GAN's raw
+    # samples are 5% high-quality (one GAN 9.9%): the ring is not judged, the grid is.
+    ring = _all_gans([0, 0, 0, 0, 0], [2, 3, 2, 3, 2], [0] * 5, [0] * 5, quality=0.05)
+    ring[-1]["raw_high_quality_fraction"] = 0.099  # WGAN-GP 0.1's seed 4: its mean is 6.0%
+    grid = _all_gans([1, 2, 1, 2, 1], [6, 7, 6, 7, 6], [1, 2, 1, 2, 1], [1, 2, 1, 2, 1],
+                     "grid25_unit", quality=0.3)  # fmt: skip
+    verdict, text = findings._judge_modes(ring + grid, {})
+    assert verdict == "partly held"
+    assert "ring8, non-saturating + PacGAN4: raw generator [2, 3, 2, 3, 2]" in text
+    assert "not judged (no GAN has learned this dataset yet)" in text
+    assert "Not judged: ring8 (at most 6.0%)" in text
+    assert "grid25_unit, non-saturating + PacGAN4: raw generator [6, 7, 6, 7, 6], moving" in text
+    # The gate is on the best GAN's mean: one GAN at 10% makes the ring judged.
+    for row in ring:
+        if row["gan"] == "wgan_gp_0.1":
+            row["raw_high_quality_fraction"] = 0.1
+    verdict, text = findings._judge_modes(ring + grid, {})
+    assert "Not judged" not in text
+    assert (
+        "ring8, non-saturating + PacGAN4: raw generator [2, 3, 2, 3, 2], moving average "
+        "[1, 2, 1, 2, 1] (of 8; 5 seeds): more than" in text
+    )
+    # Nothing learned anywhere: undecided.
+    flat = _all_gans([0] * 5, [2, 3, 2, 3, 2], [0] * 5, [0] * 5, quality=0.01) + _all_gans(
+        [0] * 5, [2, 3, 2, 3, 2], [0] * 5, [0] * 5, "grid25_unit", quality=0.01
+    )
+    assert findings._judge_modes(flat, {})[0] == "undecided"
 
 
 def _write_jsonl(path, records):
