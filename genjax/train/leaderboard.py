@@ -768,8 +768,9 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
             f"† ({', '.join(heavy)}): the standard error exceeds {HEAVY_TAIL_FRACTION:.0%} of "
             "the mean, so a few test examples with huge NLLs carry it; read the mean as a "
             "failure on those examples, not as a typical test score (the README's normalizing "
-            "flows section explains MAF's case: test digits with ink where no training digit "
-            "has any)."
+            "flows section explains one such case: MAF under a logit transform with a large "
+            "alpha, where blank pixels become near-constant directions it stretches without "
+            "bound)."
         )
     lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     unfinished = [row for row in rows if row["status"] != "finished"]
