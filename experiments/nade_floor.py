@@ -9,7 +9,7 @@ Times, in turns in one process (median of --rounds rounds of --steps calls each)
                         every exact NADE forward pass does, however its sums are blocked
   nade forward          `nade.log_prob` with the 'blocked' pass (the CPU default)
   nade forward + grad   its gradient, what the train step computes
-  made train step       value and gradient of MADE's loss at the same B, D, H (one mask)
+  made train step       the gradient of MADE's loss at the same B, D, H (one mask)
 
 and prints each in ms with its ratio to MADE's step. Issue 19 asked for NADE within 3x of
 MADE's steps/s: that needs the whole NADE step in 3x MADE's, which the first line alone
