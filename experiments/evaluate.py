@@ -12,7 +12,14 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from genjax.train import Experiment, final_evaluation, load_config, restore_state, validate
+from genjax.train import (
+    Experiment,
+    failures,
+    final_evaluation,
+    load_config,
+    restore_state,
+    validate,
+)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
@@ -27,7 +34,8 @@ def main(argv):
     config = _CONFIG.value if _CONFIG.value is not None else load_config(_WORKDIR.value)
     validate(config, _WORKDIR.value)  # evaluation-only model_config fields may differ
     experiment = Experiment(config)
-    state = restore_state(experiment, _WORKDIR.value, _STEP.value)
+    with failures.reading_checkpoints():
+        state = restore_state(experiment, _WORKDIR.value, _STEP.value)
     results = final_evaluation(experiment, state, _WORKDIR.value)
     print(json.dumps(results, indent=2, sort_keys=True))
 

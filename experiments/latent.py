@@ -18,7 +18,7 @@ from absl import app, flags, logging
 
 from genjax.evaluate import classifier, plots
 from genjax.models.gan import latent
-from genjax.train import Experiment, load_config, restore_state
+from genjax.train import Experiment, failures, load_config, restore_state
 from genjax.train.metrics import write_json_atomic
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A GAN run's directory.")
@@ -48,7 +48,8 @@ def main(argv):
         raise app.UsageError(
             "experiments.latent draws image figures; this run's data are not images."
         )
-    state = restore_state(experiment, _WORKDIR.value, _STEP.value)
+    with failures.reading_checkpoints():
+        state = restore_state(experiment, _WORKDIR.value, _STEP.value)
     model, to_unit = experiment.model, experiment.dataset.preprocessor.to_unit
     # The moving average, with standing batch norm statistics when the config asks for them.
     variables = jax.jit(model.sampling_variables)(state, jax.random.key(_SEED.value + 1))

@@ -6,7 +6,7 @@ python -m experiments.sample --workdir=runs/vae --num=64 --out=grid.png
 from absl import app, flags, logging
 
 from genjax.evaluate import plots
-from genjax.train import Experiment, load_config, restore_state
+from genjax.train import Experiment, failures, load_config, restore_state
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples.")
@@ -23,7 +23,8 @@ def main(argv):
     if _NUM.value <= 0:
         raise app.UsageError(f"--num={_NUM.value} must be positive")
     experiment = Experiment(load_config(_WORKDIR.value))
-    state = restore_state(experiment, _WORKDIR.value, _STEP.value)
+    with failures.reading_checkpoints():
+        state = restore_state(experiment, _WORKDIR.value, _STEP.value)
     samples = experiment.sample(state, _NUM.value, seed=_SEED.value)
     if experiment.spec.is_image:
         plots.save_image_grid(samples, _OUT.value)

@@ -14,7 +14,7 @@ import os
 
 from absl import app, flags, logging
 
-from genjax.train import ConfigError, Experiment, load_config, restore_state
+from genjax.train import ConfigError, Experiment, failures, load_config, restore_state
 from genjax.train.metrics import write_json_atomic
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
@@ -36,7 +36,8 @@ def main(argv):
     except ConfigError as error:
         message = str(error).replace("config.sample_quality_samples", "--num")
         raise app.UsageError(message) from None
-    state = restore_state(experiment, _WORKDIR.value, _STEP.value)
+    with failures.reading_checkpoints():
+        state = restore_state(experiment, _WORKDIR.value, _STEP.value)
     metrics = experiment.sample_quality(state, progress=True)
     metrics.update(step=int(state.step), model=config.model, dataset=config.dataset)
     path = os.path.join(_WORKDIR.value, OUT_FILE)

@@ -3,8 +3,13 @@
   python -m experiments.train --config=configs/vae.py --workdir=runs/vae
   python -m experiments.train --config=configs/vae.py:tiny --workdir=/tmp/t --config.num_steps=50
 
-Resumes from the latest checkpoint in --workdir. Prints the final test metrics and writes them
-to workdir/eval.json.
+Resumes from the newest intact checkpoint in --workdir. Prints the final test metrics and
+writes them to workdir/eval.json.
+
+Exit status: 0 done; 1 an `error:` line (a bad config, a workdir in use by a live run,
+divergence, a full disk, a corrupt checkpoint under --config.strict_resume; the traceback is in
+workdir/error.log); 75 stopped by SIGTERM or SIGINT after checkpointing (run the same command
+again to resume: what a requeue script tests for); 128 + N a second signal N, at once.
 
 Several processes (hosts, or one process per GPU) run the same command, joined by
 `jax.distributed` (genjax.train.distributed):
@@ -21,7 +26,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from genjax.train import ConfigError, distributed, train_and_evaluate
+from genjax.train import ConfigError, distributed, failures, preemption, train_and_evaluate
+from genjax.train.lock import WorkdirLockedError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
@@ -45,6 +51,8 @@ def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    workdir = _WORKDIR.value
+    failures.quiet_library_errors(workdir)
     try:
         distributed.initialize(
             _COORDINATOR.value,
@@ -52,9 +60,18 @@ def main(argv):
             _PROCESS_ID.value,
             auto=_DISTRIBUTED.value == "auto",
         )
-        results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, distributed.SettingsError) as error:  # before any write
+        results = train_and_evaluate(_CONFIG.value, workdir)
+    except (ConfigError, distributed.SettingsError, WorkdirLockedError) as error:  # no write
         sys.exit(f"error: {error}")
+    except preemption.Preempted as stopped:
+        print(f"genjax: {stopped}", file=sys.stderr, flush=True)
+        sys.exit(preemption.PREEMPTED_EXIT_STATUS)
+    except Exception as error:
+        line = failures.error_line(error, workdir)
+        if line is None:  # not a failure we know: a bug, shown with its traceback
+            failures.write_log(error, workdir)
+            raise
+        failures.exit_now(line)
     if jax.process_index():
         return  # process 0 reports
     print(json.dumps(results, indent=2, sort_keys=True))

@@ -80,6 +80,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_every = 1000
     config.checkpoint_every = 1000
     config.keep_checkpoints = 2
+    # On resume, a checkpoint that does not read back intact is moved aside to
+    # workdir/checkpoints_corrupt/ and the run resumes from the newest intact one; True
+    # refuses instead, leaving everything in place (genjax.train.checkpoint).
+    config.strict_resume = False
     config.sample_every = 0
     config.num_samples = 64
     # Samples scored at every evaluation (genjax.evaluate.sample_scorer: mode coverage on

@@ -24,7 +24,7 @@ from genjax import models
 from genjax.data import load_dataset, toy2d
 from genjax.evaluate import likelihood, plots, sample_scorer
 from genjax.train import config as config_lib
-from genjax.train import parallel
+from genjax.train import lock, parallel, preemption
 from genjax.train.checkpoint import Checkpointer
 from genjax.train.metrics import MetricWriter, write_json_atomic
 
@@ -284,7 +284,8 @@ def train_machine() -> str:
 
 
 def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None):
-    """Trains from the latest checkpoint in `workdir` (or from scratch) and returns the state.
+    """Trains from the newest intact checkpoint in `workdir` (or from scratch) and returns the
+    state.
 
     Args:
       experiment: from `Experiment(config)`.
@@ -294,6 +295,14 @@ def train(experiment: Experiment, workdir: str, stop_at_step: int | None = None)
 
     Training stops earlier, at any of these limits, once the time budget
     `config.max_train_seconds` (`TrainClock`) is spent.
+
+    Raises:
+      lock.WorkdirLockedError: another live run holds `workdir` (nothing is written).
+      preemption.Preempted: a SIGTERM or SIGINT (to any process) stopped training after the
+        step it was on was checkpointed.
+      checkpoint.CorruptCheckpointError: with `config.strict_resume`, the newest checkpoint
+        does not read back intact (otherwise it is moved aside, `Checkpointer`).
+      TrainingDivergedError: a training metric became NaN or infinite.
     """
     return _train(experiment, workdir, stop_at_step)[0]
 
@@ -309,17 +318,36 @@ def _train(experiment: Experiment, workdir: str, stop_at_step: int | None = None
     evaluated (if `eval_every`) and checkpointed as the last one. A launch that resumes a run
     whose budget is already spent trains no step.
     """
+    with lock.hold(workdir), preemption.StopRequest() as stop:
+        return _train_locked(experiment, workdir, stop_at_step, stop)
+
+
+def _restore_or_init(experiment: Experiment, checkpointer: Checkpointer):
+    """(start_step, state, iterator, spent seconds) of the newest intact checkpoint, or of a
+    new run when there is none (corrupt ones are moved aside, `Checkpointer`)."""
+    config = experiment.config
+    iterator = experiment.dataset.train_iterator(experiment.examples_per_step)
+    state = experiment.init_state()
+    if checkpointer.latest_step() is None:
+        return 0, state, iterator, 0.0
+    step, restored = checkpointer.restore_latest_intact(state, iterator, config.strict_resume)
+    if step is None:  # every checkpoint was corrupt: the iterator may hold a failed restore
+        logging.warning("No intact checkpoint; training from scratch")
+        return 0, state, experiment.dataset.train_iterator(experiment.examples_per_step), 0.0
+    return step, restored, iterator, checkpointer.restore_train_seconds(step)
+
+
+def _train_locked(experiment, workdir, stop_at_step, stop: preemption.StopRequest):
     config = experiment.config
     end_step = config.num_steps if stop_at_step is None else min(stop_at_step, config.num_steps)
     budget = float(config.max_train_seconds)
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
-    iterator = experiment.dataset.train_iterator(experiment.examples_per_step)
-    state = experiment.init_state()
-    start_step = checkpointer.latest_step() or 0
-    spent = 0.0
+    try:
+        start_step, state, iterator, spent = _restore_or_init(experiment, checkpointer)
+    except BaseException:
+        checkpointer.close()
+        raise
     if start_step:
-        state = checkpointer.restore(start_step, state, iterator)
-        spent = checkpointer.restore_train_seconds(start_step)
         logging.info("Resumed from step %d in %s", start_step, workdir)
     main = _is_main_process()
     if main:
@@ -333,12 +361,15 @@ def _train(experiment: Experiment, workdir: str, stop_at_step: int | None = None
         dynamic_ncols=True,
     )
     buffer = _MetricBuffer()
+    agreement = preemption.StopAgreement(stop, experiment.mesh, lag=MAX_STEPS_IN_FLIGHT)
     main_metric = experiment.model.main_metric
     budget_spent = bool(budget) and spent >= budget
     if budget_spent:
         end_step = start_step
     clock = TrainClock(spent)
     saved_seconds = spent  # the clock at the latest checkpoint: what eval.json records
+    preempted = False
+    stop.deferring = True  # a signal now ends the step, checkpoints it and stops
     try:
         for step in range(start_step + 1, end_step + 1):
             batch = parallel.shard_batch(next(iterator), experiment.mesh)
@@ -346,12 +377,13 @@ def _train(experiment: Experiment, workdir: str, stop_at_step: int | None = None
             buffer.add(step, metrics)
             progress.update(1)
             budget_spent = bool(budget) and clock.seconds() >= budget
-            last = step == end_step or budget_spent
+            preempted = agreement.reached()
+            last = step == end_step or budget_spent or preempted
             if step % config.log_every == 0 or last:
                 summary = buffer.flush()
                 writer.write(step, summary)
                 progress.set_postfix({main_metric: summary.get(main_metric, float("nan"))})
-            if config.eval_every and (step % config.eval_every == 0 or last):
+            if config.eval_every and (step % config.eval_every == 0 or last) and not preempted:
                 with clock.paused():
                     eval_metrics = experiment.evaluate(state, final=False)
                 writer.write(
@@ -368,13 +400,16 @@ def _train(experiment: Experiment, workdir: str, stop_at_step: int | None = None
                     checkpointer.save(step, state, iterator, train_seconds=saved_seconds)
             if step % config.log_every == 0:
                 buffer.restart_clock()
-            if budget_spent:
+            if budget_spent or preempted:
                 break
     finally:
-        progress.close()
-        writer.close()
-        checkpointer.close()
+        try:  # waits for the last save: a signal meanwhile only sets the flag
+            _close_all(progress.close, writer.close, checkpointer.close)
+        finally:
+            stop.deferring = False
     reached = int(jax.device_get(state.step))
+    if preempted or agreement.drain():
+        raise preemption.Preempted(reached, stop.signal_name or "a signal to another process")
     stopped_by = None
     if reached >= config.num_steps:
         stopped_by = "num_steps"
@@ -390,6 +425,18 @@ def _train(experiment: Experiment, workdir: str, stop_at_step: int | None = None
     return state, training
 
 
+def _close_all(*closers) -> None:
+    """Calls every closer, even after one fails (a full disk), then raises the first failure."""
+    failure = None
+    for close in closers:
+        try:
+            close()
+        except Exception as error:  # noqa: BLE001 (re-raised below)
+            failure = failure or error
+    if failure is not None:
+        raise failure
+
+
 def _save_step_samples(experiment: Experiment, state, workdir: str, step: int) -> str:
     directory = os.path.join(workdir, "samples")
     os.makedirs(directory, exist_ok=True)
@@ -399,13 +446,17 @@ def _save_step_samples(experiment: Experiment, state, workdir: str, step: int) -
 
 
 def restore_state(experiment: Experiment, workdir: str, step: int | None = None):
-    """The state saved in `workdir` (latest step by default), on the experiment's mesh."""
+    """The state saved in `workdir` (latest step by default), on the experiment's mesh.
+
+    Reads only (takes no lock, moves nothing); raises checkpoint.CorruptCheckpointError if the
+    checkpoint does not read back intact.
+    """
     checkpointer = Checkpointer(workdir, experiment.config.keep_checkpoints)
     try:
         step = checkpointer.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint to restore in {workdir!r}")
-        return checkpointer.restore(step, experiment.init_state())
+        return checkpointer.restore_verified(step, experiment.init_state())
     finally:
         checkpointer.close()
 
@@ -492,7 +543,10 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None) ->
     config_lib.validate(config, workdir)
     experiment = Experiment(config)  # loads the data: may still fail, before any write
     os.makedirs(workdir, exist_ok=True)
-    state, training = _train(experiment, workdir, stop_at_step)
-    if training["stopped_by"] is None:
-        return None
-    return final_evaluation(experiment, state, workdir, training)
+    # The lock spans training and the final evaluation; a signal during the evaluation exits
+    # at once with preemption.PREEMPTED_EXIT_STATUS (every trained step is checkpointed).
+    with lock.hold(workdir), preemption.StopRequest():
+        state, training = _train(experiment, workdir, stop_at_step)
+        if training["stopped_by"] is None:
+            return None
+        return final_evaluation(experiment, state, workdir, training)

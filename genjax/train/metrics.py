@@ -10,12 +10,25 @@ import numpy as np
 METRICS_FILE = "metrics.jsonl"
 
 
+def _logged_at_or_before(line: str, step: int) -> bool:
+    """Whether a log line is a whole record of a step <= `step` (a line torn by a kill or a
+    full disk is dropped)."""
+    try:
+        return json.loads(line)["step"] <= step
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def _truncate_after(path: str, step: int) -> None:
     """Drops lines logged after `step` (an interrupted run's tail, about to be redone)."""
     if not os.path.exists(path):
         return
     with open(path) as f:
-        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        lines = [
+            line.rstrip("\n") + "\n"
+            for line in f
+            if line.strip() and _logged_at_or_before(line, step)
+        ]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(lines)

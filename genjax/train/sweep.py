@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from genjax.evaluate import plots
 from genjax.train import config as config_lib
+from genjax.train import preemption
 from genjax.train.metrics import write_json_atomic
 
 MANIFEST_FILE = "sweep.json"
@@ -572,6 +573,8 @@ def _record_outcome(spec: RunSpec, root: str, return_code: int) -> None:
             os.remove(marker)
         return
     reason = f"exit status {return_code}" if return_code else "exit status 0 but no eval.json"
+    if return_code == preemption.PREEMPTED_EXIT_STATUS:
+        reason += " (stopped by a signal after checkpointing: launching again resumes it)"
     _write_text_atomically(marker, f"{reason}; log: {os.path.join(run_dir, LOG_FILE)}\n")
 
 

@@ -2,41 +2,49 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
 import pytest
 
-from genjax.train import distributed, load_state
+from genjax.train import distributed, load_state, preemption
 from genjax.train.checkpoint import checkpoint_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # One process of a 2-process run of the tiny VAE: trains (resuming), evaluates, and saves the
-# parameters it ends with, as this process holds them, to its own file.
+# parameters it ends with, as this process holds them, to its own file. A run stopped by a
+# signal exits with the trainer's preempted status instead.
 _WORKER = textwrap.dedent(
     """
+    import json
     import sys
     import jax
     import numpy as np
-    from genjax.train import Experiment, distributed, final_evaluation, train
+    from genjax.train import Experiment, distributed, final_evaluation, preemption, train
 
-    address, process_id, workdir, num_steps, out = sys.argv[1:]
+    address, process_id, workdir, out, overrides = sys.argv[1:]
     distributed.initialize(address, 2, int(process_id))
     assert jax.process_count() == 2 and jax.device_count() == 2, jax.devices()
     from configs import vae
 
     config = vae.get_config("tiny")
-    config.num_steps = int(num_steps)
     config.checkpoint_every = 4
     config.log_every = 2
     config.eval_every = 0
+    config.update(json.loads(overrides))
     experiment = Experiment(config)
-    state = train(experiment, workdir)
+    try:
+        state = train(experiment, workdir)
+    except preemption.Preempted as stopped:
+        print(stopped, flush=True)
+        sys.exit(preemption.PREEMPTED_EXIT_STATUS)
     final_evaluation(experiment, state, workdir)
     leaves = jax.tree.leaves(jax.device_get(state.params))
     np.savez(out, *leaves)
@@ -50,14 +58,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_two_processes(workdir: str, num_steps: int, out_dir: str) -> list[list[np.ndarray]]:
-    """Both processes' final parameters, after a 2-process run to `num_steps`."""
+def _start_two_processes(workdir: str, out_dir: str, **overrides) -> list[subprocess.Popen]:
+    """Launches both processes of a 2-process run with these config overrides."""
     address = f"localhost:{_free_port()}"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    outs = [os.path.join(out_dir, f"params_{i}.npz") for i in range(2)]
-    processes = [
+    return [
         subprocess.Popen(
-            [sys.executable, "-c", _WORKER, address, str(i), workdir, str(num_steps), outs[i]],
+            [
+                sys.executable,
+                "-c",
+                _WORKER,
+                address,
+                str(i),
+                workdir,
+                os.path.join(out_dir, f"params_{i}.npz"),
+                json.dumps(overrides),
+            ],
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -66,17 +82,29 @@ def _run_two_processes(workdir: str, num_steps: int, out_dir: str) -> list[list[
         )
         for i in range(2)
     ]
+
+
+def _finish(processes: list[subprocess.Popen]) -> list[str]:
+    """Both processes' output, once they have exited (killed after 300 s)."""
     try:
-        logs = [process.communicate(timeout=300)[0] for process in processes]
+        return [process.communicate(timeout=300)[0] for process in processes]
     finally:
         for process in processes:
             process.kill()
+
+
+def _run_two_processes(
+    workdir: str, num_steps: int, out_dir: str, **overrides
+) -> list[list[np.ndarray]]:
+    """Both processes' final parameters, after a 2-process run to `num_steps`."""
+    processes = _start_two_processes(workdir, out_dir, num_steps=num_steps, **overrides)
+    logs = _finish(processes)
     for i, process in enumerate(processes):
         assert process.returncode == 0, f"process {i} failed:\n{logs[i][-3000:]}"
     params = []
-    for path in outs:
-        with np.load(path) as saved:
-            params.append([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    for i in range(2):
+        with np.load(os.path.join(out_dir, f"params_{i}.npz")) as saved:
+            params.append([saved[f"arr_{j}"] for j in range(len(saved.files))])
     return params
 
 
@@ -118,6 +146,34 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
         str(tmp_path / "uninterrupted"), 12, str(tmp_path / "uninterrupted_params")
     )
     _assert_same(resumed[0], uninterrupted[0])
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_one_checkpoint_and_resumes_bitwise(tmp_path):
+    """A preemption notice reaches one host: every process saves the same step and exits."""
+    workdir = str(tmp_path / "run")
+    long = dict(checkpoint_every=100000, log_every=50)
+    processes = _start_two_processes(workdir, str(tmp_path), num_steps=600, **long)
+    deadline = time.time() + 240
+    while not (os.path.exists(os.path.join(workdir, "metrics.jsonl")) and _logged_steps(workdir)):
+        assert time.time() < deadline and all(p.poll() is None for p in processes)
+        time.sleep(0.1)
+    processes[1].send_signal(signal.SIGTERM)  # process 1 only
+    logs = _finish(processes)
+    for i, process in enumerate(processes):
+        assert process.returncode == preemption.PREEMPTED_EXIT_STATUS, logs[i][-3000:]
+    (step,) = [int(name) for name in os.listdir(checkpoint_dir(workdir))]
+    assert 0 < step < 600
+    assert f"at step {step}" in logs[0] and f"at step {step}" in logs[1]
+    assert "stopped by SIGTERM" in logs[1]
+    assert "a signal to another process" in logs[0]
+    resumed = _run_two_processes(workdir, 600, str(tmp_path), **long)
+    _assert_same(*resumed)
+    (tmp_path / "reference").mkdir()
+    reference = _run_two_processes(
+        str(tmp_path / "reference_run"), 600, str(tmp_path / "reference"), **long
+    )
+    _assert_same(resumed[0], reference[0])
 
 
 def _leaves(tree) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
-from genjax.train import sweep
+from genjax.train import preemption, sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_VAE = f"{REPO_ROOT}/configs/vae.py:tiny"
@@ -626,3 +626,11 @@ def test_sweep_command_line_trains_aggregates_and_resumes(tmp_path):
 
     other = run("--seeds=2")  # absl keeps the last --seeds: another sweep, refused
     assert other.returncode == 1 and "Use a new --workdir" in other.stderr
+
+
+def test_a_run_stopped_by_a_signal_is_marked_resumable(tmp_path):
+    spec = sweep.RunSpec(name="run", config="configs/vae.py:tiny", overrides=(), labels=())
+    os.makedirs(tmp_path / "run")
+    sweep._record_outcome(spec, str(tmp_path), preemption.PREEMPTED_EXIT_STATUS)
+    marker = Path(tmp_path, "run", sweep.FAILED_FILE).read_text()
+    assert "exit status 75 (stopped by a signal after checkpointing" in marker
