@@ -14,6 +14,7 @@ import pytest
 
 from genjax.data import pipeline, preprocess
 from genjax.evaluate import classifier
+from tests import checks
 
 DATASET = "digits8x8"
 MAX_LEVEL = 16  # digits8x8 intensities are 0..16
@@ -22,13 +23,6 @@ NUM_STEPS = 200  # ~18 epochs of 1,442 digits: test accuracy 0.90, binarized 0.8
 MIN_TEST_ACCURACY = 0.85  # chance is 0.1
 # Bernoulli(pixel) draws of the blurry 8x8 digits lose detail; most labels must survive.
 MIN_BINARIZED_AGREEMENT = 0.75
-
-
-def _assert_trees_equal(first, second):
-    leaves_first, leaves_second = jax.tree.leaves(first), jax.tree.leaves(second)
-    assert jax.tree.structure(first) == jax.tree.structure(second)
-    for a, b in zip(leaves_first, leaves_second, strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +79,7 @@ def test_training_is_bitwise_deterministic_in_the_seed(data_dir):
     # The module and batch shape of `trained`: only the 6-step schedule compiles anew.
     train = lambda seed: classifier.train_classifier(x, labels, 10, seed=seed, num_steps=6)
     first, again, other_seed = train(0), train(0), train(1)
-    _assert_trees_equal(first, again)
+    checks.assert_trees_equal(first, again)
     for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(other_seed), strict=True):
         assert not np.array_equal(np.asarray(a), np.asarray(b))
 
@@ -138,7 +132,7 @@ def test_second_call_loads_the_cache_without_data_or_training(
     monkeypatch.setattr(classifier, "train_classifier", refuse)
     monkeypatch.setattr(pipeline, "load_dataset", refuse)
     loaded = classifier.load_or_train(DATASET, data_dir, num_steps=NUM_STEPS, progress=False)
-    _assert_trees_equal(loaded.params, trained.params)
+    checks.assert_trees_equal(loaded.params, trained.params)
     x, _ = test_split
     np.testing.assert_array_equal(loaded.features(x), trained.features(x))
     info = json.loads((_cache_dir(data_dir, NUM_STEPS) / classifier.INFO_FILE).read_text())
@@ -169,7 +163,7 @@ def test_incomplete_directories_are_not_taken_for_a_cache(trained, data_dir, mon
     assert calls == [3]
     assert (directory / classifier.INFO_FILE).is_file()
     assert rebuilt.info["num_steps"] == 3
-    _assert_trees_equal(rebuilt.params, trained.params)
+    checks.assert_trees_equal(rebuilt.params, trained.params)
 
 
 def test_an_interrupted_save_leaves_no_directory(trained, data_dir, monkeypatch):

@@ -8,7 +8,6 @@ are in the slow set.
 """
 
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -18,8 +17,6 @@ import sys
 import threading
 import time
 
-import jax
-import numpy as np
 import pytest
 
 from genjax.train import failures, load_state, lock, loop, preemption, train_and_evaluate
@@ -30,6 +27,7 @@ from genjax.train.checkpoint import (
     checkpoint_dir,
 )
 from genjax.train.metrics import MetricWriter
+from tests import checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,25 +41,6 @@ def _tiny_config(**overrides):
     for name, value in overrides.items():
         config[name] = value
     return config
-
-
-def _tree_files(root):
-    """{relative path: sha256} of every file under root."""
-    digests = {}
-    for directory, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(directory, name)
-            with open(path, "rb") as f:
-                digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return digests
-
-
-def _assert_states_equal(a, b):
-    leaves_a, tree_a = jax.tree.flatten(a)
-    leaves_b, tree_b = jax.tree.flatten(b)
-    assert tree_a == tree_b
-    for x, y in zip(leaves_a, leaves_b, strict=True):
-        np.testing.assert_array_equal(x, y)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +89,7 @@ def test_a_signal_mid_interval_checkpoints_its_step_and_the_resume_is_bitwise(
     assert signal.getsignal(signum) is not None  # handlers restored
     monkeypatch.undo()
     train_and_evaluate(config, workdir)
-    _assert_states_equal(load_state(workdir), uninterrupted)
+    checks.assert_trees_equal(load_state(workdir), uninterrupted)
 
 
 def test_the_first_signal_outside_the_train_loop_and_a_second_one_exit_at_once(monkeypatch):
@@ -161,13 +140,13 @@ def test_a_live_owner_refuses_a_second_run_which_writes_nothing(tmp_path, live_p
     config = _tiny_config(num_steps=10, checkpoint_every=5)
     train_and_evaluate(config, workdir, stop_at_step=5)
     _write_lock(workdir, live_process.pid)
-    before = _tree_files(workdir)
+    before = checks.tree_files(workdir)
     config.num_steps = 20
     with pytest.raises(
         lock.WorkdirLockedError, match=rf"in use by another run \(pid {live_process.pid} on"
     ):
         train_and_evaluate(config, workdir)
-    assert _tree_files(workdir) == before
+    assert checks.tree_files(workdir) == before
 
 
 def test_a_lock_whose_process_is_gone_is_taken_over_and_the_run_resumes(tmp_path, capsys):
@@ -210,10 +189,10 @@ def test_readers_do_not_take_the_lock(tmp_path, live_process):
     config = _tiny_config(num_steps=5, checkpoint_every=5)
     train_and_evaluate(config, workdir)
     _write_lock(workdir, live_process.pid)
-    before = _tree_files(workdir)
+    before = checks.tree_files(workdir)
     state = restore_state(Experiment(config), workdir)
     assert int(state.step) == 5
-    assert _tree_files(workdir) == before
+    assert checks.tree_files(workdir) == before
 
 
 # --- checkpoint integrity ------------------------------------------------------------------
@@ -245,15 +224,15 @@ def test_a_corrupt_newest_checkpoint_is_moved_aside_and_the_run_resumes_bitwise(
     train_and_evaluate(config, workdir, stop_at_step=20)
     newest = os.path.join(checkpoint_dir(workdir), "20")
     corrupted_file = _corrupt_arrays(newest)
-    corrupted = _tree_files(newest)
+    corrupted = checks.tree_files(newest)
     train_and_evaluate(config, workdir)
     warning = capsys.readouterr().err
     assert f"the checkpoint of step 20 ({newest}) is corrupt" in warning
     aside = os.path.join(workdir, CORRUPT_SUBDIR, "20")
     assert f"Moved to {aside}" in warning
-    assert _tree_files(aside) == corrupted  # kept as it was, never deleted
+    assert checks.tree_files(aside) == corrupted  # kept as it was, never deleted
     assert os.path.relpath(corrupted_file, newest) in corrupted
-    _assert_states_equal(load_state(workdir), uninterrupted)  # resumed from step 10
+    checks.assert_trees_equal(load_state(workdir), uninterrupted)  # resumed from step 10
 
 
 def test_strict_resume_refuses_a_corrupt_checkpoint_and_moves_nothing(tmp_path):
@@ -261,11 +240,11 @@ def test_strict_resume_refuses_a_corrupt_checkpoint_and_moves_nothing(tmp_path):
     config = _tiny_config(num_steps=30, checkpoint_every=10)
     train_and_evaluate(config, workdir, stop_at_step=20)
     _corrupt_arrays(os.path.join(checkpoint_dir(workdir), "20"))
-    before = _tree_files(workdir)
+    before = checks.tree_files(workdir)
     config.strict_resume = True
     with pytest.raises(CorruptCheckpointError, match=r"checkpoint of step 20 \(.*\) is corrupt"):
         train_and_evaluate(config, workdir)
-    assert _tree_files(workdir) == before
+    assert checks.tree_files(workdir) == before
 
 
 def test_readers_refuse_a_corrupt_checkpoint_in_one_line_and_move_nothing(tmp_path):
@@ -275,24 +254,24 @@ def test_readers_refuse_a_corrupt_checkpoint_in_one_line_and_move_nothing(tmp_pa
     config = _tiny_config(num_steps=10, checkpoint_every=5)
     train_and_evaluate(config, workdir)
     _corrupt_arrays(os.path.join(checkpoint_dir(workdir), "10"))
-    before = _tree_files(workdir)
+    before = checks.tree_files(workdir)
     experiment = Experiment(config)
     with pytest.raises(SystemExit, match=r"^error: the checkpoint of step 10 .* --step=") as exit:
         with failures.reading_checkpoints():
             restore_state(experiment, workdir)
     assert "\n" not in str(exit.value)
     assert int(restore_state(experiment, workdir, step=5).step) == 5
-    assert _tree_files(workdir) == before
+    assert checks.tree_files(workdir) == before
 
 
 def test_a_checkpoint_of_another_shape_is_a_config_error_not_corruption(tmp_path):
     workdir = str(tmp_path)
     train_and_evaluate(_tiny_config(num_steps=10, checkpoint_every=5), workdir, stop_at_step=5)
-    before = _tree_files(workdir)
+    before = checks.tree_files(workdir)
     changed = _tiny_config(num_steps=10, checkpoint_every=5, optimizer="sgd")
     with pytest.raises(CheckpointMismatchError, match=r"step 5 .* holds a different state"):
         train_and_evaluate(changed, workdir)
-    assert _tree_files(workdir) == before
+    assert checks.tree_files(workdir) == before
 
 
 # --- errors a person reads -------------------------------------------------------------------
@@ -429,7 +408,7 @@ def test_sigterm_to_the_command_saves_exits_75_and_the_resume_is_bitwise(tmp_pat
     reference_dir = str(tmp_path / "reference")
     reference = _launch(reference_dir, *_LONG)
     assert reference.wait(timeout=300) == 0, reference.communicate()
-    _assert_states_equal(load_state(workdir), load_state(reference_dir))
+    checks.assert_trees_equal(load_state(workdir), load_state(reference_dir))
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """The training system end to end on the tiny VAE: resume, divergence, validation, outputs,
 the time budget (with a fake clock)."""
 
-import hashlib
 import json
 import os
 
@@ -23,25 +22,7 @@ from genjax.train import (
     train_and_evaluate,
 )
 from genjax.train.checkpoint import Checkpointer, checkpoint_dir
-
-
-def _tree_files(root):
-    """{relative path: sha256} of every file under root."""
-    digests = {}
-    for directory, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(directory, name)
-            with open(path, "rb") as f:
-                digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return digests
-
-
-def _assert_trees_equal(a, b):
-    leaves_a, tree_a = jax.tree.flatten(a)
-    leaves_b, tree_b = jax.tree.flatten(b)
-    assert tree_a == tree_b
-    for x, y in zip(leaves_a, leaves_b, strict=True):
-        np.testing.assert_array_equal(x, y)
+from tests import checks
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +46,7 @@ def test_resumed_run_is_bitwise_identical(uninterrupted_run, tmp_path):
     train_and_evaluate(config, workdir)
     resumed, reference = load_state(workdir), load_state(reference_dir)
     assert resumed["step"] == reference["step"] == config.num_steps
-    _assert_trees_equal(resumed, reference)  # params, optimizer state, rng: all bitwise
+    checks.assert_trees_equal(resumed, reference)  # params, optimizer state, rng: all bitwise
 
     # The metric log reads as one run: the same train losses at the same steps.
     def train_losses(path):
@@ -130,11 +111,11 @@ def test_nan_stops_training_and_keeps_last_finite_checkpoint(
     config, workdir = tiny_vae_config, str(tmp_path)
     config.checkpoint_every = 5
     train_and_evaluate(config, workdir, stop_at_step=5)
-    before = _tree_files(checkpoint_dir(workdir))
+    before = checks.tree_files(checkpoint_dir(workdir))
     monkeypatch.setitem(models._FAMILIES, "vae", f"{__name__}:DivergingVAE")
     with pytest.raises(TrainingDivergedError, match=r"train/loss=nan at step 7"):
         train_and_evaluate(config, workdir)
-    assert _tree_files(checkpoint_dir(workdir)) == before  # step 5 kept, nothing newer
+    assert checks.tree_files(checkpoint_dir(workdir)) == before  # step 5 kept, nothing newer
     assert load_state(workdir)["step"] == 5
     assert not os.path.exists(os.path.join(workdir, "eval.json"))
 
@@ -193,13 +174,13 @@ def test_a_time_budget_needs_a_single_process(tiny_vae_config):
 def test_workdir_of_a_different_model_is_refused(tiny_vae_config, tmp_path):
     workdir = str(tmp_path)
     train_and_evaluate(tiny_vae_config, workdir, stop_at_step=2)
-    before = _tree_files(workdir)
+    before = checks.tree_files(workdir)
     tiny_vae_config.model_config.latent_sizes = (8,)
     with pytest.raises(
         ConfigError, match=r"holds a run with config.model_config.latent_sizes=\[4\]"
     ):
         train_and_evaluate(tiny_vae_config, workdir)
-    assert _tree_files(workdir) == before
+    assert checks.tree_files(workdir) == before
 
 
 @pytest.mark.slow

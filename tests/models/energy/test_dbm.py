@@ -16,6 +16,7 @@ from configs import dbm as dbm_configs
 from genjax.data.pipeline import DataSpec
 from genjax.models.energy import dbm, rbm
 from genjax.train import Experiment, load_state, train, train_and_evaluate
+from tests import checks
 
 
 def _random_dbm(key, sizes, scale=1.0):
@@ -228,14 +229,6 @@ def _resume_config():
     return config
 
 
-def _assert_trees_equal(a, b):
-    leaves_a, tree_a = jax.tree.flatten(a)
-    leaves_b, tree_b = jax.tree.flatten(b)
-    assert tree_a == tree_b
-    for x, y in zip(leaves_a, leaves_b, strict=True):
-        np.testing.assert_array_equal(x, y)
-
-
 def test_stages_train_their_own_parameters(uninterrupted_run):
     config, workdir, _ = uninterrupted_run
     starts = np.cumsum(config.model_config.stage_steps)
@@ -265,7 +258,7 @@ def test_resumed_run_matches_uninterrupted_bitwise(uninterrupted_run, tmp_path):
     train(experiment, workdir)
     resumed, reference = load_state(workdir), load_state(reference_dir)
     assert resumed["step"] == reference["step"] == config.num_steps
-    _assert_trees_equal(resumed, reference)  # params, 3 optimizer states, chains: bitwise
+    checks.assert_trees_equal(resumed, reference)  # params, 3 optimizer states, chains: bitwise
     assert np.abs(reference["extras"]["chains"]["v"] - chains["v"]).max() == 1  # chains moved
 
 
