@@ -419,10 +419,10 @@ def time_steps(step: Callable[[], object], num_steps: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     """Prints one model's steps/s as JSON, timed as genjax's benchmark times its own steps
-    (`genjax.train.benchmark.timed_blocks`: a warm-up step, then blocks of at least
+    (`genjax.workbench.benchmark.timed_blocks`: a warm-up step, then blocks of at least
     --min_block_seconds; the median and spread over blocks). `experiments.benchmark` runs this
     in a process of its own, so neither framework's thread pool competes with the other's."""
-    from genjax.train.benchmark import summarize_rates, timed_blocks
+    from genjax.workbench.benchmark import summarize_rates, timed_blocks
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", choices=MODELS, required=True)

@@ -9,7 +9,7 @@
 For each model (the leaderboard's configs, `--models` picks by name) and each device count in
 `--devices` (weak scaling: each device keeps the 1-device batch): compile time, steps/s and
 examples/s (median and spread over timed blocks), FLOPs per step from XLA's cost analysis,
-achieved FLOP/s and its fraction of the device's peak (`genjax.train.benchmark`), the compiled
+achieved FLOP/s and its fraction of the device's peak (`genjax.workbench.benchmark`), the compiled
 program's memory and the device's peak memory where the backend reports it, and the input
 pipeline's examples/s beside the train step's. Then, with PyTorch installed
 (`pip install -r benchmarks/requirements.txt`), the PyTorch eager references of
@@ -31,9 +31,10 @@ import jax
 from absl import app, flags
 
 from benchmarks import GENJAX_CONFIGS
-from genjax.train import ConfigError, benchmark, leaderboard, sweep
+from genjax.train import ConfigError
 from genjax.train.config import COMPUTE_DTYPES
 from genjax.train.metrics import write_json_atomic, write_text_atomic
+from genjax.workbench import benchmark, leaderboard, sweep
 
 ALL_DEVICES = "all"
 

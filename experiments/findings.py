@@ -4,7 +4,7 @@
   python -m experiments.findings --finding=all --parallel=2   # all four
   python -m experiments.findings --finding=all --dry_run      # print the runs' commands
 
-A finding is a set of `experiments.train` runs (genjax.train.sweep: run under
+A finding is a set of `experiments.train` runs (genjax.workbench.sweep: run under
 --workdir/<finding>/<run>, resumable, finished runs skipped), an optional measurement on the
 trained runs, and a judge that states from the numbers whether the paper's claim held. The
 report (claim, verdict, numbers, settings, the commands) goes to --out/<finding>.md
@@ -35,8 +35,8 @@ from absl import app, flags, logging
 
 from genjax.data import toy2d
 from genjax.evaluate import gradient_snr, plots
-from genjax.train import sweep
 from genjax.train.metrics import write_json_atomic, write_text_atomic
+from genjax.workbench import snr, sweep
 
 _FINDING = flags.DEFINE_string("finding", None, "A finding's name, or 'all'.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/findings", "Root of the findings' runs.")
@@ -196,7 +196,7 @@ def _measure_snr(root, runs, out_dir):
         if saved.get("settings") == {**settings, "step": step} and step is not None:
             rows = saved["rows"]
         else:
-            rows, step = gradient_snr.measure_run(
+            rows, step = snr.measure_run(
                 workdir,
                 settings["estimators"],
                 settings["num_samples"],

@@ -12,7 +12,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from genjax.models.energy.hopfield import run_experiment, validate_config
+from genjax.models.energy.hopfield import validate_config
+from genjax.workbench.hopfield import run_experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results and plots.")

@@ -10,20 +10,20 @@ steps/s) and one figure of samples.
 
 `--budget` is wall time per run (`minutes:M`, `seconds:S`: every run trains until the trainer's
 clock has counted that much, on this machine, one run at a time) or steps per run (`steps:N`);
-genjax/train/leaderboard.py says what each means for schedules and staged families.
+genjax/workbench/leaderboard.py says what each means for schedules and staged families.
 
 `--models` picks runs by name (rbm, dbn, dbm, nade, made, pixelcnn, vae, iwae, vae_flow, realnvp,
 glow, maf, dcgan). Launching again into the same --workdir resumes: finished runs are skipped.
 `--dry_run` prints each run's command and exits. Configs that cannot run on the dataset are
 listed as not applicable, not trained. Writes WORKDIR/leaderboard.md, .csv, .json and
-leaderboard_samples.png, and copies them into --out (genjax/train/leaderboard.py).
+leaderboard_samples.png, and copies them into --out (genjax/workbench/leaderboard.py).
 """
 
 import sys
 
 from absl import app, flags
 
-from genjax.train import leaderboard, sweep
+from genjax.workbench import leaderboard, sweep
 
 _DATASET = flags.DEFINE_string("dataset", "mnist5k", "config.dataset of every run.")
 _BUDGET = flags.DEFINE_string(

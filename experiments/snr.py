@@ -21,6 +21,7 @@ from absl import app, flags, logging
 from genjax.evaluate import gradient_snr
 from genjax.objectives import ESTIMATORS
 from genjax.train.metrics import write_json_atomic, write_text_atomic
+from genjax.workbench import snr
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained VAE-family run's directory.")
 _ESTIMATORS = flags.DEFINE_list("estimators", ["reparam", "dreg"], f"Among {ESTIMATORS}.")
@@ -39,7 +40,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     num_samples = [int(k) for k in _NUM_SAMPLES.value]
     try:
-        rows, step = gradient_snr.measure_run(
+        rows, step = snr.measure_run(
             _WORKDIR.value,
             _ESTIMATORS.value,
             num_samples,

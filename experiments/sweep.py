@@ -8,14 +8,14 @@ Fields are bare names (top-level, else model_config) or dotted paths; `--set=fie
 a field in every run. Launching again into the same --workdir resumes: finished runs are
 skipped. `--dry_run` prints each run's command (for a cluster scheduler) and exits; running the
 sweep afterwards launches what is still unfinished and aggregates. Writes WORKDIR/results.csv,
-WORKDIR/results.md and WORKDIR/plots/<metric>.png (genjax/train/sweep.py).
+WORKDIR/results.md and WORKDIR/plots/<metric>.png (genjax/workbench/sweep.py).
 """
 
 import sys
 
 from absl import app, flags
 
-from genjax.train import sweep
+from genjax.workbench import sweep
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file (path[:variant]).")
 _GRID = flags.DEFINE_multi_string("grid", [], "field=v1,v2,... (repeatable).")

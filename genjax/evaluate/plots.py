@@ -6,45 +6,24 @@ atomically: to a temporary file in the target directory, then ``os.replace``d on
 so a reader (or a crash) never sees a half-written PNG.
 """
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import BinaryIO
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from genjax.core import util
+
 _DPI = 100
 _PANEL_INCHES = 4.0
 
 
-def _write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Calls ``write(file)`` on a temporary file next to ``path``, then renames it to ``path``.
-
-    Creates the parent directory if needed; on any error the temporary file is removed and an
-    existing ``path`` is left untouched.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    file_descriptor, temp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(file_descriptor, "wb") as temp_file:
-            write(temp_file)
-        os.chmod(temp_path, 0o644)  # mkstemp creates 0600 files
-        os.replace(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temp_path)
-        raise
-
-
-def _new_figure(num_rows: int = 1, num_cols: int = 1) -> Figure:
+def new_figure(num_rows: int = 1, num_cols: int = 1) -> Figure:
     """A constrained-layout Agg figure sized ``_PANEL_INCHES`` per panel."""
     figure = Figure(
         figsize=(_PANEL_INCHES * num_cols, _PANEL_INCHES * num_rows), dpi=_DPI, layout="constrained"
@@ -53,9 +32,9 @@ def _new_figure(num_rows: int = 1, num_cols: int = 1) -> Figure:
     return figure
 
 
-def _save_figure(figure: Figure, path: str | os.PathLike) -> None:
+def save_figure(figure: Figure, path: str | os.PathLike) -> None:
     """Writes ``figure`` to ``path`` as a PNG, atomically."""
-    _write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=_DPI))
+    util.write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=_DPI))
 
 
 def _as_nhwc(images: np.ndarray) -> np.ndarray:
@@ -135,7 +114,7 @@ def save_image_grid(
     if pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
     picture = Image.fromarray(pixels)
-    _write_atomically(path, lambda file: picture.save(file, format="PNG"))
+    util.write_atomically(path, lambda file: picture.save(file, format="PNG"))
 
 
 def filter_tiles(filters: np.ndarray) -> np.ndarray:
@@ -199,7 +178,7 @@ def save_image_rows(
             spine.set_visible(False)
     if title:
         figure.suptitle(title)
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def _check_points_2d(points: np.ndarray, name: str) -> np.ndarray:
@@ -231,7 +210,7 @@ def save_scatter_2d(
       The figure (saved; its axes' collections hold the plotted points).
     """
     points = _check_points_2d(points, "points")
-    figure = _new_figure()
+    figure = new_figure()
     axes = figure.add_subplot()
     if reference is not None:
         reference = _check_points_2d(reference, "reference")
@@ -242,7 +221,7 @@ def save_scatter_2d(
     axes.set_aspect("equal", adjustable="datalim")
     if title is not None:
         axes.set_title(title)
-    _save_figure(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -293,7 +272,7 @@ def save_density_2d(
     panels = [("model", log_prob_fn)]
     if reference_log_prob_fn is not None:
         panels.append(("reference", reference_log_prob_fn))
-    figure = _new_figure(num_cols=len(panels))
+    figure = new_figure(num_cols=len(panels))
     low, high = bounds
     for panel_index, (name, panel_log_prob_fn) in enumerate(panels, start=1):
         density = _density_on_grid(panel_log_prob_fn, bounds, resolution)  # (R, R)
@@ -302,12 +281,7 @@ def save_density_2d(
         axes.set_title(name)
     if title is not None:
         figure.suptitle(title)
-    _save_figure(figure, path)
-
-
-def _is_number(value: object) -> bool:
-    """True for JSON numbers (int or float, NaN included) but not for booleans."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    save_figure(figure, path)
 
 
 def _read_metric_records(metrics_jsonl_path: str | os.PathLike) -> Iterator[dict]:
@@ -340,7 +314,7 @@ def _read_metric_series(metrics_jsonl_path: str | os.PathLike) -> dict[str, np.n
     series: dict[str, list[tuple[float, float]]] = {}
     for record in _read_metric_records(metrics_jsonl_path):
         for key, value in record.items():
-            if key != "step" and _is_number(value):
+            if key != "step" and util.is_number(value):
                 series.setdefault(key, []).append((record["step"], value))
     return {
         key: np.array(sorted(pairs, key=lambda pair: pair[0])).T for key, pairs in series.items()
@@ -376,14 +350,14 @@ def save_loss_curves(
         raise ValueError(f"No numeric metrics in {metrics_jsonl_path}.")
     num_cols = min(3, len(keys))
     num_rows = math.ceil(len(keys) / num_cols)
-    figure = _new_figure(num_rows, num_cols)
+    figure = new_figure(num_rows, num_cols)
     for panel_index, key in enumerate(keys, start=1):
         steps, values = series[key]
         axes = figure.add_subplot(num_rows, num_cols, panel_index)
         axes.plot(steps, values, marker="." if len(steps) <= 50 else None)
         axes.set_title(key)
         axes.set_xlabel("step")
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def save_line_plot(
@@ -410,7 +384,7 @@ def save_line_plot(
       The figure (saved; one line per series, in order).
     """
     xs = np.asarray(xs, dtype=np.float64)
-    figure = _new_figure()
+    figure = new_figure()
     axes = figure.add_subplot()
     for label, ys in series.items():
         ys = np.asarray(ys, dtype=np.float64)
@@ -425,7 +399,7 @@ def save_line_plot(
         axes.set_title(title)
     if series:
         axes.legend()
-    _save_figure(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -455,7 +429,7 @@ def save_run_comparison(
     missing = [label for label, values in series.items() if values is None]
     if missing:
         raise ValueError(f"metric {metric!r} never appears in the logs of runs {missing}")
-    figure = _new_figure()
+    figure = new_figure()
     axes = figure.add_subplot()
     for label, (steps, values) in series.items():
         axes.plot(steps, values, marker="." if len(steps) <= 50 else None, label=label)
@@ -463,7 +437,7 @@ def save_run_comparison(
     axes.set_ylabel(metric)
     axes.set_title(title or metric)
     axes.legend()
-    _save_figure(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -492,7 +466,7 @@ def save_band_panels(
     Raises:
       ValueError: a series whose four arrays differ in length.
     """
-    figure = _new_figure(num_cols=len(panels))
+    figure = new_figure(num_cols=len(panels))
     for index, panel in enumerate(panels, start=1):
         axes = figure.add_subplot(1, len(panels), index)
         colours: dict[str, str] = {}
@@ -519,5 +493,5 @@ def save_band_panels(
         axes.legend(fontsize="small")
     if title is not None:
         figure.suptitle(title)
-    _save_figure(figure, path)
+    save_figure(figure, path)
     return figure

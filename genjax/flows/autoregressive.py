@@ -5,7 +5,7 @@ Both are one layer: with noise v and data y (flattened to (B, D)),
     y_d = v_d * exp(alpha_d) + mu_d,        v_d = (y_d - mu_d) * exp(-alpha_d),
 
 where (mu_d, alpha_d) come from a MADE conditioner (Germain et al. 2015; masks from
-`genjax.models.autoregressive.masked`) that sees only the dimensions before d in its ordering.
+`genjax.nn.masked`) that sees only the dimensions before d in its ordering.
 The two flows differ in which side the conditioner reads:
 
 - MAF reads the data y: the density direction (y -> v, `inverse`) is one network pass, the
@@ -32,8 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.flows.bijector import Bijector, Chain, Permute, reverse_permutation
-from genjax.models import precision
-from genjax.models.autoregressive import masked
+from genjax.nn import masked, precision
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh}
 

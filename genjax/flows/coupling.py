@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.flows.bijector import Bijector, Chain, Invert, event_sum, zero_log_det
-from genjax.models import precision
+from genjax.nn import precision
 
 MASKS = ("checkerboard", "channel", "half")
 SCALES = ("tanh", "sigmoid")

@@ -13,7 +13,7 @@ The trainer (`genjax.train.loop`) knows models only through this interface:
     filters = model.first_layer_filters(state)                # None, or (N, *example_shape)
 
 Per-device functions run inside `jax.shard_map` over the mesh axis 'data' (see
-`genjax.train.parallel`); they see their slice of the batch and reduce with
+`genjax.core.parallel`); they see their slice of the batch and reduce with
 `jax.lax.pmean(.., 'data')`.
 """
 
@@ -26,9 +26,9 @@ import jax
 import numpy as np
 import optax
 
-from genjax.train import optim
-from genjax.train.parallel import DATA_AXIS, example_keys
-from genjax.train.state import TrainState
+from genjax.core import optim
+from genjax.core.parallel import DATA_AXIS, example_keys
+from genjax.core.state import TrainState
 
 # At most this many first-layer filters go into `filters.png` (a 10 x 10 grid).
 MAX_FILTERS = 100
@@ -54,7 +54,7 @@ class Model(abc.ABC):
       compute_dtypes: the values of `config.compute_dtype` the family implements; a family
         listing 'bfloat16' computes its matrix products and convolutions in it while
         keeping the parameters, the optimizer state, the biases and every log density,
-        free energy and log-det sum float32 (`genjax.models.precision`).
+        free energy and log-det sum float32 (`genjax.nn.precision`).
     """
 
     main_metric: str = "train/loss"

@@ -44,8 +44,9 @@ from genjax.evaluate.likelihood import (
 )
 from genjax.flows.autoregressive import iaf_flow
 from genjax.flows.planar import planar_flow
-from genjax.models import checks, precision
+from genjax.models import checks
 from genjax.models.base import GradientModel
+from genjax.nn import precision
 from genjax.objectives import estimators as estimator_lib
 
 ARCHITECTURES = ("mlp", "conv")

@@ -1,5 +1,6 @@
 """The training system: state, data-parallel steps, loop, checkpoints and logs."""
 
+from genjax.core.state import TrainState
 from genjax.train.checkpoint import load_state
 from genjax.train.config import ConfigError, base_config, load_config, validate
 from genjax.train.loop import (
@@ -10,7 +11,6 @@ from genjax.train.loop import (
     train,
     train_and_evaluate,
 )
-from genjax.train.state import TrainState
 
 __all__ = [
     "ConfigError",

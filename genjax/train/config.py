@@ -8,9 +8,9 @@ import os
 import ml_collections
 
 from genjax import models
+from genjax.core import optim, util
 from genjax.data import pipeline
 from genjax.objectives import estimators
-from genjax.train import optim
 
 CONFIG_FILE = "config.json"
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -93,10 +93,6 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _fail(message: str) -> None:
     raise ConfigError(message)
 
@@ -111,7 +107,7 @@ def _check_fields(config) -> None:
         if not isinstance(value, int) or value < 0:
             _fail(f"config.{field}={value!r} must be a non-negative integer (0 disables it).")
     budget = config.max_train_seconds
-    if not _is_real(budget) or not 0 <= budget < float("inf"):
+    if not util.is_number(budget) or not 0 <= budget < float("inf"):
         _fail(
             f"config.max_train_seconds={budget!r} must be a non-negative number of seconds "
             "(0 disables the time budget)."

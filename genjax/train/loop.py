@@ -21,10 +21,11 @@ from absl import logging
 from tqdm.auto import tqdm
 
 from genjax import models
+from genjax.core import parallel, util
 from genjax.data import load_dataset, toy2d
 from genjax.evaluate import likelihood, plots, sample_scorer
 from genjax.train import config as config_lib
-from genjax.train import lock, parallel, preemption
+from genjax.train import lock, preemption
 from genjax.train.checkpoint import Checkpointer
 from genjax.train.metrics import MetricWriter, write_json_atomic
 
@@ -184,11 +185,6 @@ class Experiment:
                 next(self.dataset.eval_batches("test", 1000))["x"]
             )
             plots.save_scatter_2d(samples, path, reference=reference, title="samples vs test")
-
-
-def _is_finite_number(value) -> bool:
-    """Scalars for the metric logs (a NaN, e.g. an undefined mode KL, stays in eval.json)."""
-    return isinstance(value, int | float) and bool(np.isfinite(value))
 
 
 def _is_main_process() -> bool:
@@ -388,7 +384,7 @@ def _train_locked(experiment, workdir, stop_at_step, stop: preemption.StopReques
                     eval_metrics = experiment.evaluate(state, final=False)
                 writer.write(
                     step,
-                    {f"eval/{k}": v for k, v in eval_metrics.items() if _is_finite_number(v)},
+                    {f"eval/{k}": v for k, v in eval_metrics.items() if util.is_finite_number(v)},
                 )
             if config.sample_every and step % config.sample_every == 0 and main:
                 with clock.paused():

@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from genjax.core.util import write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -66,26 +68,3 @@ class MetricWriter:
     def close(self) -> None:
         if self.enabled:
             self.tensorboard.close()
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Writes JSON to a temporary file and renames it, so a reader never sees half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic | np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes text to a temporary file and renames it, so a reader never sees half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

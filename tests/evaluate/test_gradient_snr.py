@@ -11,10 +11,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from configs import vae as vae_configs
 from genjax.evaluate import gradient_snr as snr_lib
-from genjax.objectives import BiasedEstimatorWarning
-from genjax.train import config as config_lib
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -347,7 +344,7 @@ def test_save_snr_plot_writes_png(tmp_path):
 
 def test_save_snr_plot_draws_one_log_log_line_per_series(tmp_path, monkeypatch):
     saved = []
-    monkeypatch.setattr(snr_lib, "_save_figure", lambda figure, path: saved.append(figure))
+    monkeypatch.setattr(snr_lib, "save_figure", lambda figure, path: saved.append(figure))
     snr_lib.save_snr_plot(_snr_rows()[::-1], tmp_path / "snr.png", y="snr_of_norm")
     (axes,) = saved[0].axes
     lines = {line.get_label(): line for line in axes.get_lines()}
@@ -370,30 +367,3 @@ def test_save_snr_plot_rejects_missing_key(tmp_path):
     with pytest.raises(ValueError, match="elbo"):
         snr_lib.save_snr_plot(_snr_rows(), tmp_path / "snr.png", y="elbo")
     assert not os.path.exists(tmp_path / "snr.png")
-
-
-def _saved_vae_run(workdir, objective="iwae"):
-    """A tiny VAE's config.json in ``workdir``, no checkpoint: `measure_run` must decide on
-    the estimators before it restores anything."""
-    config = vae_configs.get_config("tiny")
-    config.model_config.objective = objective
-    config_lib.save_config(config, str(workdir))
-    return str(workdir)
-
-
-def test_measure_run_refuses_an_estimator_of_another_bound_before_measuring(tmp_path):
-    """With objective='elbo', 'dreg' (an IWAE-bound estimator) once measured the IWAE bound's
-    gradient under the ELBO's name; the family's rules now refuse it before the checkpoint is
-    read (the run here has none, so measuring would fail with FileNotFoundError instead)."""
-    workdir = _saved_vae_run(tmp_path)
-    with pytest.raises(ValueError, match=r"estimator='dreg'.*IWAE bound.*objective='elbo'"):
-        snr_lib.measure_run(workdir, ["reparam", "dreg"], [1, 4], 8, 2, objective="elbo")
-    with pytest.raises(ValueError, match=r"estimator='magic'; allowed"):
-        snr_lib.measure_run(workdir, ["magic"], [1], 8, 2)
-
-
-def test_measure_run_warns_that_stl_is_biased_for_the_iwae_bound(tmp_path):
-    workdir = _saved_vae_run(tmp_path)
-    with pytest.warns(BiasedEstimatorWarning, match=r"estimator='stl'.*num_samples=4"):
-        with pytest.raises(FileNotFoundError):  # checked first, then the missing checkpoint
-            snr_lib.measure_run(workdir, ["reparam", "stl"], [1, 4], 8, 2, objective="iwae")

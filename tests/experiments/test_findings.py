@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import findings
-from genjax.train import sweep
+from genjax.workbench import sweep
 
 
 def _burda_rows(vae_nll, iwae_nll, vae_units, iwae_units, stderr=1.0):

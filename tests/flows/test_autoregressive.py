@@ -9,7 +9,7 @@ import pytest
 
 from genjax.flows import autoregressive
 from genjax.flows.flow import Flow
-from genjax.models.autoregressive import masked
+from genjax.nn import masked
 from tests.flows import checks
 
 NUM_DIMS = 5

@@ -7,10 +7,10 @@ import pytest
 from scipy.special import logsumexp
 
 from configs import vae as vae_configs
+from genjax.core.state import TrainState
 from genjax.data.pipeline import DataSpec
 from genjax.models.vae import VAE
 from genjax.objectives import gaussian_kl
-from genjax.train.state import TrainState
 
 SPEC = DataSpec("test", (3, 4, 1), 10, 10, None, 2, True, (0.0, 1.0))
 

@@ -18,12 +18,12 @@ import pytest
 
 from configs import rbm as rbm_configs
 from configs import vae as vae_configs
+from genjax.core.state import TrainState
 from genjax.data.pipeline import DataSpec
 from genjax.models.vae import VAE
 from genjax.objectives import BiasedEstimatorWarning, elbo, iwae_bound
 from genjax.train import config as config_lib
 from genjax.train import loop
-from genjax.train.state import TrainState
 
 SPEC = DataSpec("test", (3, 4, 1), 10, 10, None, 2, True, (0.0, 1.0))
 X = (np.random.default_rng(0).uniform(size=(2, 3, 4, 1)) > 0.5).astype(np.float32)

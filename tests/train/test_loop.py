@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from genjax import models
+from genjax.core import parallel
 from genjax.models.vae import VAE
 from genjax.train import (
     ConfigError,
@@ -17,7 +18,6 @@ from genjax.train import (
     load_config,
     load_state,
     loop,
-    parallel,
     train,
     train_and_evaluate,
 )

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from genjax import models
+from genjax.core import parallel
 from genjax.flows.flow import Flow
-from genjax.models import precision
 from genjax.models.autoregressive import nade
 from genjax.models.energy import dbm, dbn, rbm
-from genjax.train import ConfigError, Experiment, parallel
+from genjax.nn import precision
+from genjax.train import ConfigError, Experiment
 from genjax.train import config as config_lib
 
 NUM_STEPS = 5
@@ -181,7 +182,7 @@ def test_bfloat16_training_stays_finite_and_close_to_float32(runs):
 def test_bfloat16_gradients_are_close_to_float32(runs):
     # The first step's gradient, all parameters together: bfloat16's rounding through the
     # forward and backward passes moves it by 0.1-2% (measured; the most, 2.1%, for the Gated
-    # PixelCNN). Biases are added in float32 (genjax.models.precision): summed over every
+    # PixelCNN). Biases are added in float32 (genjax.nn.precision): summed over every
     # position in bfloat16, their gradients moved the convolutional networks' by 8-15%.
     # (Compared as gradients,
     # not as Adam's parameters after several steps: Adam's g / sqrt(v) turns round-off in a

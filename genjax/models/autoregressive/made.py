@@ -1,6 +1,6 @@
 """MADE: the masked autoencoder for distribution estimation (Germain et al. 2015).
 
-An MLP whose weights are masked (`genjax.models.autoregressive.masked`) so that output d sees
+An MLP whose weights are masked (`genjax.nn.masked`) so that output d sees
 only the inputs before d in an ordering; its outputs are the logits of p(x_d = 1 | x_<d) and
 log p(x) = sum_d log Bernoulli(x_d; sigmoid(logit_d)) is exact, in one forward pass.
 
@@ -29,8 +29,8 @@ import numpy as np
 from genjax import objectives
 from genjax.evaluate.likelihood import ensemble_outputs, summarize_ensemble
 from genjax.models import checks
-from genjax.models.autoregressive import masked
 from genjax.models.base import GradientModel
+from genjax.nn import masked
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid}
 

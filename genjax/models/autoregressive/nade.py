@@ -68,8 +68,9 @@ import numpy as np
 
 from genjax import objectives
 from genjax.evaluate.likelihood import ensemble_outputs, summarize_ensemble
-from genjax.models import checks, precision
+from genjax.models import checks
 from genjax.models.base import GradientModel
+from genjax.nn import precision
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -55,8 +55,9 @@ import numpy as np
 
 from genjax import objectives
 from genjax.evaluate.likelihood import log_mean_exp, summarize_log_likelihood
-from genjax.models import checks, precision
+from genjax.models import checks
 from genjax.models.base import GradientModel
+from genjax.nn import precision
 
 ARCHITECTURES = ("gated", "pixelcnn")
 LIKELIHOODS = ("bernoulli", "categorical", "logistic_mixture")

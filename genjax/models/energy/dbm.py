@@ -53,7 +53,7 @@ import numpy as np
 
 from genjax.models import checks
 from genjax.models.energy import common, rbm, rbm_family, staged
-from genjax.models.precision import cast_matrices, product
+from genjax.nn.precision import cast_matrices, product
 
 BOUND_NAME = "dbm-mean-field-bound"
 

@@ -45,8 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.models import checks, precision
+from genjax.models import checks
 from genjax.models.energy import common, rbm, rbm_family, staged
+from genjax.nn import precision
 
 BOUND_NAME = "dbn-variational-bound"
 

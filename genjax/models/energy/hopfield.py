@@ -14,29 +14,24 @@ points while the load alpha = P / N stays below alpha_c ~ 0.138 (Amit, Gutfreund
 beyond it retrieval breaks down abruptly.
 
 Everything here is a pure function over arrays; states are float32 arrays of -1 and +1.
-`run_experiment` measures the capacity curve and a retrieval demo on real digit prototypes
-(configs/hopfield.py, experiments/hopfield.py).
+`genjax.workbench.hopfield.run_experiment` measures the capacity curve and a retrieval demo on
+real digit prototypes (configs/hopfield.py, experiments/hopfield.py).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 from collections.abc import Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from genjax.core import util
 from genjax.data import pipeline
-from genjax.evaluate import plots
-from genjax.train.metrics import write_json_atomic
 
 ORDER_MODES = ("fixed", "random")
 # Amit, Gutfreund & Sompolinsky (1985): the storage capacity of the Hebbian network, P / N.
@@ -53,9 +48,6 @@ MODEL_CONFIG_FIELDS = (
     "order",
     "num_digit_patterns",
 )
-# Digit tiles in retrieval.png are enlarged by whole pixels to at least this height.
-_MIN_TILE_PIXELS = 56
-_DPI = 100
 
 
 # ----------------------------------------------------------------------------- the network
@@ -531,16 +523,8 @@ def _fail(message: str) -> None:
     raise ValueError(message)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _check_positive_int(name: str, value) -> None:
-    if not _is_int(value) or value <= 0:
+    if not util.is_int(value) or value <= 0:
         _fail(f"config.{name}={value!r}; allowed: a positive integer.")
 
 
@@ -548,7 +532,7 @@ def _check_loads(loads) -> None:
     allowed = "allowed: a non-empty, strictly increasing sequence of positive numbers."
     if not isinstance(loads, tuple | list) or not loads:
         _fail(f"config.model_config.loads={loads!r}; {allowed}")
-    if not all(_is_number(load) and load > 0 for load in loads):
+    if not all(util.is_number(load) and load > 0 for load in loads):
         _fail(f"config.model_config.loads={loads!r}: loads must be positive; {allowed}")
     if any(later <= earlier for earlier, later in zip(loads, loads[1:], strict=False)):
         _fail(f"config.model_config.loads={loads!r}: not increasing; {allowed}")
@@ -562,7 +546,7 @@ def _check_model_config(model_config) -> None:
         _check_positive_int(f"model_config.{name}", model_config[name])
     _check_loads(model_config.loads)
     flip_fraction = model_config.flip_fraction
-    if not _is_number(flip_fraction) or not 0 <= flip_fraction < 0.5:
+    if not util.is_number(flip_fraction) or not 0 <= flip_fraction < 0.5:
         _fail(f"config.model_config.flip_fraction={flip_fraction!r}; allowed: a number in [0, 0.5)")
     if model_config.order not in ORDER_MODES:
         _fail(f"config.model_config.order={model_config.order!r}; allowed: {ORDER_MODES}")
@@ -593,7 +577,7 @@ def validate_config(config) -> None:
         _fail(f"config.model={config.model!r}; allowed: 'hopfield'")
     _check_model_config(config.model_config)
     _check_positive_int("eval_batch_size", config.eval_batch_size)
-    if not _is_int(config.seed):
+    if not util.is_int(config.seed):
         _fail(f"config.seed={config.seed!r}; allowed: an integer.")
     if not isinstance(config.progress_bar, bool):
         _fail(f"config.progress_bar={config.progress_bar!r}; allowed: True or False.")
@@ -606,164 +590,3 @@ def validate_config(config) -> None:
             "experiment's dynamics are sign thresholds of exact local fields)."
         )
     _check_data_config(config)
-
-
-def _load_digit_prototypes(config) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The stored prototypes (K, N) of classes 0..K-1 and the image shape; checks the classes."""
-    dataset = pipeline.load_dataset(config)
-    spec, wanted = dataset.spec, config.model_config.num_digit_patterns
-    if not spec.is_image or spec.num_classes is None or spec.num_classes < wanted:
-        _fail(
-            f"config.model_config.num_digit_patterns={wanted}; allowed: at most the "
-            f"{spec.num_classes or 0} classes of the images of config.dataset={config.dataset!r}."
-        )
-    prototypes = digit_prototypes(dataset, "train", config.eval_batch_size)  # (C, N)
-    return prototypes[:wanted], spec.example_shape
-
-
-def _draw_capacity_lines(axes, capacity: float) -> None:
-    """Vertical lines at the theoretical alpha_c = 0.138 and (if finite) the measured one."""
-    axes.axvline(
-        THEORETICAL_CAPACITY,
-        color="black",
-        linestyle="--",
-        label=f"theoretical capacity {THEORETICAL_CAPACITY} (Amit et al. 1985)",
-    )
-    if math.isfinite(capacity):
-        label = f"empirical capacity {capacity:.3f} (rate {CAPACITY_THRESHOLD})"
-        axes.axvline(capacity, color="tab:red", linestyle=":", label=label)
-
-
-def _save_capacity_plot(curve: dict, capacity: float, path: str, title: str) -> None:
-    """Retrieval rate and mean overlap against alpha, with alpha_c = 0.138 marked."""
-    figure = Figure(figsize=(6.5, 4.8), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    stderr = np.nan_to_num(curve["retrieval_rate_stderr"])
-    axes.errorbar(
-        curve["loads"],
-        curve["retrieval_rate"],
-        yerr=stderr,
-        marker=".",
-        capsize=2,
-        label="retrieval rate (exact)",
-    )
-    axes.plot(curve["loads"], curve["mean_overlap"], marker=".", label="mean final overlap")
-    _draw_capacity_lines(axes, capacity)
-    axes.set_xlabel("load alpha = P / N (patterns per neuron)")
-    axes.set_ylabel("fraction")
-    axes.set_ylim(-0.02, 1.02)
-    axes.set_title(title)
-    figure.legend(loc="outside lower center", ncols=2, fontsize="small")
-    plots._write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=_DPI))
-
-
-def _save_retrieval_grid(digits: dict, prototypes: np.ndarray, image_shape, path: str) -> None:
-    """Rows: stored prototypes, corrupted probes, retrieved states (-1 black, +1 white)."""
-    rows = np.concatenate([prototypes, digits["probes"], digits["retrieved"]])  # (3K, N)
-    images = rows.reshape((-1, *image_shape))  # (3K, H, W, C)
-    scale = max(1, -(-_MIN_TILE_PIXELS // image_shape[0]))
-    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    plots.save_image_grid(images, path, num_rows=3, value_range=(-1.0, 1.0), padding=scale)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _capacity_table(curve: dict) -> list[dict]:
-    """One JSON row per load (NaN standard errors become null)."""
-    return [
-        {
-            "load": float(curve["loads"][index]),
-            "patterns": int(curve["patterns"][index]),
-            "retrieval_rate": float(curve["retrieval_rate"][index]),
-            "retrieval_rate_stderr": _finite_or_none(curve["retrieval_rate_stderr"][index]),
-            "mean_overlap": float(curve["mean_overlap"][index]),
-            "mean_sweeps": float(curve["mean_sweeps"][index]),
-        }
-        for index in range(len(curve["loads"]))
-    ]
-
-
-def _digit_summary(digits: dict, config) -> dict:
-    """The JSON record of the digit demo."""
-    num_patterns = len(digits["exact"])
-    return {
-        "dataset": config.dataset,
-        "classes": list(range(num_patterns)),
-        "num_units": int(digits["probes"].shape[1]),
-        "flip_fraction": config.model_config.flip_fraction,
-        "final_overlap": digits["final_overlap"].tolist(),
-        "exact": digits["exact"].tolist(),
-        "exact_retrieval_rate": float(digits["exact"].mean()),
-        "nearest_pattern": digits["nearest_pattern"].tolist(),
-        "sweeps": digits["sweeps"].tolist(),
-        "mean_pairwise_pattern_overlap": _mean_off_diagonal(digits["pattern_overlaps"]),
-    }
-
-
-def _mean_off_diagonal(matrix: np.ndarray) -> float | None:
-    size = matrix.shape[0]
-    if size < 2:
-        return None
-    return float((matrix.sum() - np.trace(matrix)) / (size * (size - 1)))
-
-
-def run_experiment(config, workdir: str) -> dict:
-    """The capacity curve and the digit retrieval demo of configs/hopfield.py.
-
-    Validates the config and loads the digits before writing anything; then writes, each
-    atomically, into `workdir`: config.json, capacity_curve.png (retrieval rate and mean
-    overlap against alpha with the theoretical alpha_c = 0.138), retrieval.png (rows: stored
-    digit prototypes, corrupted probes, retrieved states) and results.json.
-
-    Args:
-      config: a configs/hopfield.py ConfigDict.
-      workdir: output directory, created if missing.
-
-    Returns:
-      The results.json payload: 'capacity_table' (one row per load), 'empirical_capacity'
-      (`empirical_capacity` at threshold 0.5, None when below it at the smallest load),
-      'theoretical_capacity', 'capacity_threshold', 'num_neurons' and 'digit_retrieval'.
-
-    Raises:
-      ValueError: naming the bad config field and its allowed values; nothing is written.
-    """
-    validate_config(config)
-    prototypes, image_shape = _load_digit_prototypes(config)  # (K, N)
-    model_config = config.model_config
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
-    capacity_key, digit_key = jax.random.split(jax.random.key(config.seed))
-    curve = capacity_curve(
-        capacity_key,
-        model_config.num_neurons,
-        model_config.loads,
-        model_config.num_trials,
-        model_config.flip_fraction,
-        model_config.max_sweeps,
-        model_config.order,
-        progress_bar=config.progress_bar,
-    )
-    capacity = empirical_capacity(curve["loads"], curve["retrieval_rate"])
-    title = f"N = {model_config.num_neurons}, {model_config.flip_fraction:.0%} of units flipped"
-    _save_capacity_plot(curve, capacity, os.path.join(workdir, "capacity_curve.png"), title)
-    digits = digit_retrieval(
-        digit_key,
-        prototypes,
-        model_config.flip_fraction,
-        model_config.max_sweeps,
-        model_config.order,
-    )
-    _save_retrieval_grid(digits, prototypes, image_shape, os.path.join(workdir, "retrieval.png"))
-    results = {
-        "num_neurons": model_config.num_neurons,
-        "capacity_table": _capacity_table(curve),
-        "empirical_capacity": _finite_or_none(capacity),
-        "capacity_threshold": CAPACITY_THRESHOLD,
-        "theoretical_capacity": THEORETICAL_CAPACITY,
-        "digit_retrieval": _digit_summary(digits, config),
-    }
-    write_json_atomic(os.path.join(workdir, "results.json"), results)
-    return results

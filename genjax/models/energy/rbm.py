@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.evaluate import ais
-from genjax.models.precision import product
+from genjax.nn.precision import product
 
 # log_partition_exact enumerates 2**units configurations; beyond this it refuses.
 MAX_EXACT_UNITS = 25

@@ -17,7 +17,7 @@ path backwards from each test example, whose NLL errs high where AIS's errs low:
 
 With `config.compute_dtype='bfloat16'` a train step's products with W (the Gibbs sweeps, the
 surrogate and its gradient) run in bfloat16 with float32 biases, probabilities and free
-energies (`genjax.models.precision`); the chains stay float32, and evaluation (free energies,
+energies (`genjax.nn.precision`); the chains stay float32, and evaluation (free energies,
 AIS) and sampling use the float32 parameters.
 """
 
@@ -27,11 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.core import optim
 from genjax.evaluate import ais
-from genjax.models import checks, precision
+from genjax.models import checks
 from genjax.models.base import GradientModel
 from genjax.models.energy import common, rbm, tempering
-from genjax.train import optim
+from genjax.nn import precision
 
 SAMPLERS = ("cd", "pcd", "pt")
 VISIBLE_TYPES = ("bernoulli", "gaussian")

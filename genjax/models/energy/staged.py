@@ -9,7 +9,7 @@ and stage s runs updates `sum(stage_steps[:s])` to `sum(stage_steps[:s + 1]) - 1
 Each stage has
 
   - its own optax state (`TrainState.opt_state` is a tuple with one entry per stage), built by
-    `genjax.train.optim.make_optimizer` with `num_steps` set to the stage's length: Adam's
+    `genjax.core.optim.make_optimizer` with `num_steps` set to the stage's length: Adam's
     moments and bias correction, and the learning-rate schedule, start afresh at each stage
     and the schedule spans the stage;
   - a set of top-level parameter keys it trains (`Stage.trained`). Updates to every other key
@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genjax.core import optim
+from genjax.core.parallel import DATA_AXIS, example_keys
+from genjax.core.state import TrainState
 from genjax.models.base import Model
-from genjax.train import optim
-from genjax.train.parallel import DATA_AXIS, example_keys
-from genjax.train.state import TrainState
 
 STAGE_METRIC = "train/stage"
 

@@ -75,15 +75,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genjax.core import optim
+from genjax.core.parallel import DATA_AXIS, example_keys
+from genjax.core.state import TrainState
 from genjax.data import toy2d
 from genjax.evaluate import sample_quality
 from genjax.models import checks
 from genjax.models.base import Model
 from genjax.models.gan import networks
 from genjax.objectives import gan as gan_losses
-from genjax.train import optim
-from genjax.train.parallel import DATA_AXIS, example_keys
-from genjax.train.state import TrainState
 
 ARCHITECTURES = ("mlp", "dcgan")
 NETWORKS = ("generator", "discriminator")

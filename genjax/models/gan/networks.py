@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genjax.models import precision
+from genjax.nn import precision
 
 CONDITIONINGS = ("none", "concat", "acgan")
 NORMS = ("none", "batch", "layer")

@@ -10,11 +10,11 @@ import pytest
 from scipy.special import logsumexp
 
 from configs import made as made_configs
+from genjax.core.state import TrainState
 from genjax.data.pipeline import DataSpec
-from genjax.models.autoregressive import masked
 from genjax.models.autoregressive.made import MADE, MADENetwork
+from genjax.nn import masked
 from genjax.train import ConfigError, train_and_evaluate
-from genjax.train.state import TrainState
 
 SPEC_9 = DataSpec("test", (3, 3, 1), 10, 10, None, 2, True, (0.0, 1.0))
 SPEC_4 = DataSpec("test", (2, 2, 1), 10, 10, None, 2, True, (0.0, 1.0))

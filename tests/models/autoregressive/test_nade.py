@@ -10,12 +10,12 @@ import pytest
 from scipy.special import logsumexp
 
 from configs import nade as nade_configs
+from genjax.core.state import TrainState
 from genjax.data.pipeline import DataSpec
-from genjax.models import precision
 from genjax.models.autoregressive import nade
 from genjax.models.autoregressive.nade import NADE
+from genjax.nn import precision
 from genjax.train import ConfigError, train_and_evaluate
-from genjax.train.state import TrainState
 
 SPEC_9 = DataSpec("test", (3, 3, 1), 10, 10, None, 2, True, (0.0, 1.0))
 SPEC_4 = DataSpec("test", (2, 2, 1), 10, 10, None, 2, True, (0.0, 1.0))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import pixelcnn as pixelcnn_configs
+from genjax.core.state import TrainState
 from genjax.data.pipeline import DataSpec
 from genjax.models.autoregressive.pixelcnn import (
     PixelCNN,
@@ -19,7 +20,6 @@ from genjax.models.autoregressive.pixelcnn import (
     params_per_channel,
 )
 from genjax.train import ConfigError, train_and_evaluate
-from genjax.train.state import TrainState
 
 
 def _spec(shape, num_levels=2, num_classes=None, value_range=(0.0, 1.0)):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from genjax.evaluate import ais
-from genjax.models import precision
 from genjax.models.energy import rbm
+from genjax.nn import precision
 
 
 def _random_rbm(seed, num_visible=10, num_hidden=7, gaussian=False, scale=1.0):

@@ -10,9 +10,10 @@ import optax
 import pytest
 
 from configs import acgan, dcgan, gan
+from genjax.core import parallel
 from genjax.data.pipeline import DataSpec
 from genjax.models.gan.family import GAN
-from genjax.train import parallel, train_and_evaluate
+from genjax.train import train_and_evaluate
 
 TOY_SPEC = DataSpec("toy2d/8gaussians", (2,), 1000, 1000, None, None, False, (-np.inf, np.inf))
 DIGITS_SPEC = DataSpec("digits8x8", (8, 8, 1), 1400, 397, 10, 17, False, (-1.0, 1.0))

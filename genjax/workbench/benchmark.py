@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from genjax.core import parallel
 from genjax.train import config as config_lib
-from genjax.train import parallel
 from genjax.train.loop import MAX_STEPS_IN_FLIGHT, Experiment
 
 # Dense peak FLOP/s per chip by compute dtype, from the vendors' data sheets, matched in order

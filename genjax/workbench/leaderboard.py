@@ -8,7 +8,7 @@ experiments.leaderboard`).
   python -m experiments.leaderboard --models=vae,iwae --budget=minutes:1 --workdir=runs/lb_small
 
 Each entry of `ENTRIES` is trained by `experiments.train` (launched and resumed by
-`genjax.train.sweep.execute`) with the same dataset, budget, seed and number of scored samples;
+`genjax.workbench.sweep.execute`) with the same dataset, budget, seed and number of scored samples;
 everything else (architecture, batch size, optimizer, preprocessing) is the config's own. The
 budget (`Budget`, `parse_budget`) is either
 
@@ -47,7 +47,7 @@ binary), and a run whose trainer exits with such a configuration error is report
 
 Layout of a leaderboard root (`--workdir`, default runs/leaderboard):
 
-  sweep.json                the manifest (`genjax.train.sweep.write_manifest`): a later launch
+  sweep.json                the manifest (`genjax.workbench.sweep.write_manifest`): a later launch
                             into the same root must select the same runs with the same dataset,
                             budget and seed, and then resumes (finished runs are skipped)
   <run name>/               one `experiments.train` workdir per model, e.g. `vae/`, with
@@ -59,9 +59,7 @@ Layout of a leaderboard root (`--workdir`, default runs/leaderboard):
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
 import json
 import math
 import os
@@ -72,10 +70,11 @@ import ml_collections
 import numpy as np
 from matplotlib import image as matplotlib_image
 
+from genjax.core import util
 from genjax.evaluate import plots, sample_scorer
 from genjax.train import config as config_lib
-from genjax.train import sweep
 from genjax.train.metrics import write_json_atomic
+from genjax.workbench import sweep
 
 # (label, config argument): one default config per family that models images, in table order.
 ENTRIES = (
@@ -550,8 +549,7 @@ def _sorted_by_data_kind(rows: Sequence[Mapping]) -> list[Mapping]:
     return sorted(rows, key=lambda row: order.get(row["data"], len(order)))
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+_is_number = util.is_finite_number
 
 
 def _number(value, spec: str) -> str:
@@ -782,14 +780,6 @@ def markdown_table(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _csv_text(rows: Sequence[Mapping]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: "" if row[key] is None else row[key] for key in COLUMNS} for row in rows)
-    return buffer.getvalue()
-
-
 def _panel_title(row: Mapping) -> str:
     if _is_number(row["test_nll_nats"]):
         likelihood = f"NLL {row['test_nll_nats']:.1f} nats ({row['nll_estimator']})"
@@ -808,19 +798,15 @@ def save_samples_figure(rows: Sequence[Mapping], root: str, path: str) -> bool:
         return False
     num_cols = min(_FIGURE_COLUMNS, len(panels))
     num_rows = math.ceil(len(panels) / num_cols)
-    figure = plots._new_figure(num_rows, num_cols)
+    figure = plots.new_figure(num_rows, num_cols)
     for index, row in enumerate(panels, start=1):
         axes = figure.add_subplot(num_rows, num_cols, index)
         image = matplotlib_image.imread(os.path.join(root, row["samples"]))
         axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         axes.set_title(_panel_title(row), fontsize=9)
         axes.axis("off")
-    plots._save_figure(figure, path)
+    plots.save_figure(figure, path)
     return True
-
-
-def _write_text(path: str, text: str) -> None:
-    plots._write_atomically(path, lambda file: file.write(text.encode()))
 
 
 def write_leaderboard(
@@ -834,7 +820,7 @@ def write_leaderboard(
       {"markdown", "csv", "json", and "figure" when one was drawn: path under root}.
     """
     rows = [dict(row) for row in rows]
-    markdown, csv_text = markdown_table(rows), _csv_text(rows)
+    markdown, csv_text = markdown_table(rows), util.csv_text(rows, COLUMNS)
     paths = {}
     for directory in (root, out_dir) if out_dir else (root,):
         os.makedirs(directory, exist_ok=True)
@@ -843,8 +829,8 @@ def write_leaderboard(
             "csv": os.path.join(directory, CSV_FILE),
             "json": os.path.join(directory, JSON_FILE),
         }
-        _write_text(written["markdown"], markdown)
-        _write_text(written["csv"], csv_text)
+        util.write_text_atomic(written["markdown"], markdown)
+        util.write_text_atomic(written["csv"], csv_text)
         write_json_atomic(written["json"], {"rows": rows})
         figure_path = os.path.join(directory, FIGURE_FILE)
         if save_samples_figure(rows, root, figure_path):

@@ -11,7 +11,7 @@ import jax
 import pytest
 
 from genjax.train import ConfigError
-from genjax.train import benchmark as benchmark_lib
+from genjax.workbench import benchmark as benchmark_lib
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Tests for genjax/train/sweep.py: grids, command lines, resume, aggregation.
+"""Tests for genjax/workbench/sweep.py: grids, command lines, resume, aggregation.
 
 Runs are launched through a fake launcher (no training) except in the one slow test, which runs
 `python -m experiments.sweep` on the tiny VAE end to end.
@@ -19,7 +19,8 @@ from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
-from genjax.train import preemption, sweep
+from genjax.train import preemption
+from genjax.workbench import sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_VAE = f"{REPO_ROOT}/configs/vae.py:tiny"

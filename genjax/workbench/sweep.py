@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import csv
 import dataclasses
 import datetime
 import difflib
@@ -46,6 +45,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from genjax.core import util
 from genjax.evaluate import plots
 from genjax.train import config as config_lib
 from genjax.train import preemption
@@ -542,10 +542,6 @@ def _popen_launcher(environment: Mapping[str, str]) -> Launcher:
     return launch
 
 
-def _write_text_atomically(path: str, text: str) -> None:
-    plots._write_atomically(path, lambda file: file.write(text.encode()))
-
-
 def _launch(spec: RunSpec, root: str, launcher: Launcher):
     """Starts `spec`, appending its output to root/name/train.log: (process, open log file)."""
     run_dir = os.path.join(root, spec.name)
@@ -575,7 +571,7 @@ def _record_outcome(spec: RunSpec, root: str, return_code: int) -> None:
     reason = f"exit status {return_code}" if return_code else "exit status 0 but no eval.json"
     if return_code == preemption.PREEMPTED_EXIT_STATUS:
         reason += " (stopped by a signal after checkpointing: launching again resumes it)"
-    _write_text_atomically(marker, f"{reason}; log: {os.path.join(run_dir, LOG_FILE)}\n")
+    util.write_text_atomic(marker, f"{reason}; log: {os.path.join(run_dir, LOG_FILE)}\n")
 
 
 def execute(
@@ -644,10 +640,6 @@ def _is_scalar(value) -> bool:
     return isinstance(value, int | float | str | bool)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _median_steps_per_sec(metrics_path: str) -> float | None:
     """The median of metrics.jsonl's "perf/steps_per_sec" (the first entry includes
     compilation, so the median, not the mean); None when the log has none."""
@@ -660,7 +652,7 @@ def _median_steps_per_sec(metrics_path: str) -> float | None:
                 entry = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a crash
                 continue
-            if _is_number(entry.get("perf/steps_per_sec")):
+            if util.is_number(entry.get("perf/steps_per_sec")):
                 values.append(entry["perf/steps_per_sec"])
     return float(np.median(values)) if values else None
 
@@ -708,7 +700,7 @@ def _default_metrics(rows: Sequence[Mapping]) -> list[str]:
         column
         for column in _columns(rows)
         if column not in (*labels, "status", *_NOT_METRICS)
-        and any(_is_number(row.get(column)) for row in rows)
+        and any(util.is_number(row.get(column)) for row in rows)
     ]
 
 
@@ -716,7 +708,7 @@ def _check_metrics(rows: Sequence[Mapping], metrics: Sequence[str]) -> None:
     available = _default_metrics(rows)
     columns = _columns(rows)
     for metric in metrics:
-        if metric not in columns or not any(_is_number(row.get(metric)) for row in rows):
+        if metric not in columns or not any(util.is_number(row.get(metric)) for row in rows):
             raise SweepError(f"metric {metric!r} is not a number in any run; numeric: {available}")
 
 
@@ -758,7 +750,7 @@ def aggregate_table(rows: Sequence[Mapping], metrics: Sequence[str] | None = Non
         entry["seeds"] = len(finished)
         entry["runs"] = len(group)
         entry["metrics"] = {
-            metric: _mean_std([row[metric] for row in finished if _is_number(row.get(metric))])
+            metric: _mean_std([row[metric] for row in finished if util.is_number(row.get(metric))])
             for metric in metrics
         }
         table.append(entry)
@@ -819,17 +811,9 @@ def _without_count(summary: Mapping) -> dict:
     return {"mean": summary["mean"], "std": summary["std"]}
 
 
-def _csv_text(rows: Sequence[Mapping]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_columns(rows), restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _log_axis(values: Sequence) -> bool:
     """Whether grid values go on a log axis: all positive numbers spanning at least 10x."""
-    if not values or not all(_is_number(value) and value > 0 for value in values):
+    if not values or not all(util.is_number(value) and value > 0 for value in values):
         return False
     return max(values) / min(values) >= 10
 
@@ -851,7 +835,7 @@ def _save_metric_plot(table: Sequence[Mapping], grid_columns: Sequence[str], met
         lines[key].append((position, summary["mean"], summary["std"] or 0.0))
     if not lines:
         return False
-    figure = plots._new_figure()
+    figure = plots.new_figure()
     axes = figure.add_subplot()
     for key, points in lines.items():
         positions, means, stds = zip(*sorted(points), strict=True)
@@ -866,7 +850,7 @@ def _save_metric_plot(table: Sequence[Mapping], grid_columns: Sequence[str], met
     axes.set_title(f"{metric} (mean ± std over seeds)")
     if any(key for key in lines):
         axes.legend()
-    plots._save_figure(figure, path)
+    plots.save_figure(figure, path)
     return True
 
 
@@ -885,8 +869,8 @@ def write_results(
         "plots": os.path.join(root, "plots"),
     }
     markdown = markdown_table(rows, root, metrics)  # raises on an unknown metric: before writes
-    _write_text_atomically(paths["csv"], _csv_text(rows))
-    _write_text_atomically(paths["markdown"], markdown)
+    util.write_text_atomic(paths["csv"], util.csv_text(rows, _columns(rows)))
+    util.write_text_atomic(paths["markdown"], markdown)
     table = aggregate_table(rows, metrics)
     grid_columns = [column for column in _label_columns(rows) if column != "seed"]
     os.makedirs(paths["plots"], exist_ok=True)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.models import precision
+from genjax.nn import precision
 
 DEGREE_MODES = ("random", "evenly_spaced")
 
@@ -180,7 +180,7 @@ class MaskedDense(nn.Module):
 
     The mask is a call argument (not a parameter), shape (in, out) like the kernel. With a
     `dtype` (bfloat16, say) the input and the masked kernel are cast to it and the product is
-    computed in it; the bias is added in float32 (`genjax.models.precision`), and the
+    computed in it; the bias is added in float32 (`genjax.nn.precision`), and the
     parameters stay float32.
     """
 

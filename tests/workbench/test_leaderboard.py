@@ -1,4 +1,4 @@
-"""Tests for genjax/train/leaderboard.py: runs and their overrides, applicability, rows, tables
+"""Tests for genjax/workbench/leaderboard.py: runs and their overrides, applicability, rows, tables
 and the samples figure.
 
 Rows are read from hand-written run directories (eval.json, metrics.jsonl, samples/*.png,
@@ -24,8 +24,10 @@ from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
+from genjax.core import util
 from genjax.train import config as config_lib
-from genjax.train import leaderboard, loop, sweep
+from genjax.train import loop
+from genjax.workbench import leaderboard, sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALL_NAMES = [
@@ -590,7 +592,7 @@ def test_time_budget_table_and_notes(time_budget_leaderboard):
     assert notes[5].endswith("own stage_steps and num_steps (DBN 8,000); the budget may end "
                              "them inside a stage.")  # fmt: skip
     assert notes[6].startswith("- ‡ (DBN): reached its num_steps before the budget")
-    csv_rows = list(csv.DictReader(io.StringIO(leaderboard._csv_text(rows))))
+    csv_rows = list(csv.DictReader(io.StringIO(util.csv_text(rows, leaderboard.COLUMNS))))
     assert (csv_rows[0]["max_train_seconds"], csv_rows[0]["steps"]) == ("300.0", "54321")
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
+from genjax.core.optim import OPTIMIZERS, make_optimizer
 from genjax.train import ConfigError, base_config, validate
-from genjax.train.optim import OPTIMIZERS, make_optimizer
 
 
 @pytest.mark.parametrize("optimizer", [name for name in OPTIMIZERS if name != "adamw"])

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genjax.models.autoregressive import masked
+from genjax.nn import masked
 
 
 def _paths(masks) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Layers shared by the model families and the flows: mixed precision, masked layers."""
