@@ -136,23 +136,21 @@ def _check_family_choice(
         )
 
 
-def _check_estimator(config) -> None:
+def _check_estimator(config, family) -> None:
     """`config.estimator` is one of the estimators the family implements."""
     _check_family_choice(
         config,
         "estimator",
         estimators.ESTIMATORS,
-        models.get(config.model).estimators,
+        family.estimators,
         reason=", which trains by its own gradient",
         hint=" (the other estimators apply to latent-variable models, config.model='vae')",
     )
 
 
-def _check_compute_dtype(config) -> None:
+def _check_compute_dtype(config, family) -> None:
     """`config.compute_dtype` is one the family implements."""
-    _check_family_choice(
-        config, "compute_dtype", COMPUTE_DTYPES, models.get(config.model).compute_dtypes
-    )
+    _check_family_choice(config, "compute_dtype", COMPUTE_DTYPES, family.compute_dtypes)
 
 
 def _check_devices(config, device_count: int, process_count: int) -> None:
@@ -165,7 +163,7 @@ def _check_devices(config, device_count: int, process_count: int) -> None:
             )
 
 
-def _check_workdir(config, workdir: str) -> None:
+def _check_workdir(config, family, workdir: str) -> None:
     """A workdir may only be resumed by the same model, estimator and model_config.
 
     Fields the family declares evaluation-only (`Model.evaluation_fields`) may differ; fields
@@ -188,7 +186,6 @@ def _check_workdir(config, workdir: str) -> None:
             f"{saved_estimator!r}, but this config has config.estimator={config.estimator!r}. "
             "Use a new --workdir."
         )
-    family = models.get(config.model)
     ignored = family.evaluation_fields
     current = json.loads(config.model_config.to_json())
     # A field added to the family after the run was saved reads as its declared default.
@@ -214,14 +211,15 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
     process_count = jax.process_count() if process_count is None else process_count
     if config.model not in models.names():
         _fail(models.unregistered_message(config.model))
+    family = models.get(config.model)  # resolved once; every check below reads this one
     _check_fields(config)
-    _check_estimator(config)
-    _check_compute_dtype(config)
+    _check_estimator(config, family)
+    _check_compute_dtype(config, family)
     try:
         pipeline.check_dataset_name(config.dataset)
         pipeline.check_preprocess_options(config.preprocess)
         pipeline.check_preprocess_for_dataset(config.dataset, config.preprocess)
-        models.get(config.model).validate_config(config)
+        family.validate_config(config)
     except ValueError as error:
         raise ConfigError(str(error)) from error
     _check_devices(config, device_count, process_count)
@@ -232,7 +230,7 @@ def validate(config, workdir: str | None = None, device_count=None, process_coun
             "stopped at different steps would hang; allowed with several processes: 0."
         )
     if workdir is not None:
-        _check_workdir(config, workdir)
+        _check_workdir(config, family, workdir)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -253,6 +251,4 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def save_config(config, workdir: str) -> None:
     """Writes `workdir/config.json` (atomically)."""
-    from genjax.train.metrics import write_json_atomic
-
-    write_json_atomic(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
+    util.write_json_atomic(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
