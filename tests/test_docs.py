@@ -54,6 +54,7 @@ def test_blocks_are_found():
     assert BLOCKS
 
 
+@pytest.mark.slow  # about 30 s of compiling on 2 CPU cores; CI runs the slow set
 @pytest.mark.parametrize(("path", "line", "source"), BLOCKS)
 def test_block_runs(path: pathlib.Path, line: int, source: str):
     # Padding puts each statement on its line in the Markdown file, for the traceback.

@@ -1,4 +1,5 @@
-"""The training system: state, data-parallel steps, loop, checkpoints and logs."""
+"""The runner: the train loop, config checks, checkpoints, metric logs, multi-host runs, preemption
+and the workdir lock (the step kit it drives is genjax.core)."""
 
 from genjax.core.state import TrainState
 from genjax.train.checkpoint import load_state
