@@ -12,6 +12,8 @@ are scored against one reference. Sample counts, the reference size and the feat
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from genjax.data import toy2d
@@ -68,10 +70,11 @@ class SampleScorer:
         """Metrics of `samples` (N, *example_shape) in the unit-interval data space; `labels`
         (N,) the classes a conditional model was asked for (adds `label_accuracy`)."""
         samples = np.asarray(samples, np.float32)
+        nonfinite = int(np.sum(~np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)))
         if self.mixture is not None:
-            return self._mode_coverage(samples)
+            return {**self._mode_coverage(samples), "nonfinite_samples": nonfinite}
         # Samples are clipped to the data's [0, 1] range (a Gaussian decoder's may stray).
-        features = self._features(np.clip(samples, 0.0, 1.0))
+        features = self._features(np.clip(np.nan_to_num(samples), 0.0, 1.0))
         reference = self._reference_features
         mean, cov = sample_quality.gaussian_statistics(features)
         ref_mean, ref_cov = sample_quality.gaussian_statistics(reference)
@@ -89,8 +92,19 @@ class SampleScorer:
             "feature_network_test_accuracy": info["test_accuracy"],
         }
         if labels is not None:
-            predicted = self._classifier.predict(np.clip(samples, 0.0, 1.0))
+            predicted = self._classifier.predict(np.clip(np.nan_to_num(samples), 0.0, 1.0))
             metrics["label_accuracy"] = float(np.mean(predicted == np.asarray(labels)))
+        metrics["nonfinite_samples"] = nonfinite
+        if nonfinite:  # a sampler that overflowed: its samples' statistics mean nothing
+            warnings.warn(
+                f"{nonfinite} of {len(samples)} samples are not finite (NaN or infinite "
+                "pixels): their Fréchet distance, precision, recall and label accuracy are "
+                "undefined and reported as NaN",
+                stacklevel=2,
+            )
+            for name in ("frechet_distance", "precision", "recall", "label_accuracy"):
+                if name in metrics:
+                    metrics[name] = float("nan")
         return metrics
 
     def _mode_coverage(self, samples: np.ndarray) -> dict:

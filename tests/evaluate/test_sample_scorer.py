@@ -46,3 +46,14 @@ def test_the_test_split_scores_perfectly_against_itself_and_noise_does_not():
     assert bad["frechet_distance"] > 10 * max(perfect["frechet_distance"], 1.0)
     assert bad["precision"] < 0.1
     assert "label_accuracy" not in bad
+    assert perfect["nonfinite_samples"] == bad["nonfinite_samples"] == 0
+
+    # A sampler that overflowed (Glow at 652 steps on mnist5k): one NaN sample makes the
+    # statistics undefined; the run still ends with its other metrics and says how many.
+    overflowed = test_x.copy()
+    overflowed[3, 2] = np.nan
+    with pytest.warns(UserWarning, match=r"1 of 355 samples are not finite"):
+        scores = scorer(overflowed, labels=raw["label"])
+    assert scores["nonfinite_samples"] == 1
+    for name in ("frechet_distance", "precision", "recall", "label_accuracy"):
+        assert np.isnan(scores[name])
