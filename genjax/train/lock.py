@@ -29,6 +29,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from genjax.core import util
+
 LOCK_FILE = "run.lock"
 RENEW_SECONDS = 30.0
 # A lock on another host is stale after this long without renewal: ten missed renewals, so a
@@ -238,11 +240,8 @@ class WorkdirLock:
     def _renew(self) -> None:
         while not self._stop.wait(self.renew_seconds):
             self.record["renewed"] = time.time()
-            tmp = f"{self.path}.tmp.{self.record['pid']}"
             try:
-                with open(tmp, "w") as f:
-                    json.dump(self.record, f)
-                os.replace(tmp, self.path)
+                util.write_json_atomic(self.path, self.record)
             except OSError as error:  # a full disk: the old record stays, still ours
                 logging.warning("could not renew %s: %s", self.path, error)
 

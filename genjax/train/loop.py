@@ -22,12 +22,13 @@ from tqdm.auto import tqdm
 
 from genjax import models
 from genjax.core import parallel, util
+from genjax.core.util import write_json_atomic
 from genjax.data import load_dataset, toy2d
 from genjax.evaluate import likelihood, plots, sample_scorer
 from genjax.train import config as config_lib
 from genjax.train import lock, preemption
 from genjax.train.checkpoint import Checkpointer
-from genjax.train.metrics import MetricWriter, write_json_atomic
+from genjax.train.metrics import MetricWriter
 
 EVAL_FILE = "eval.json"
 # What eval.json records of the training (the train loop's, see `_train`), as against the

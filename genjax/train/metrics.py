@@ -7,8 +7,6 @@ import os
 
 import numpy as np
 
-from genjax.core.util import write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
-
 METRICS_FILE = "metrics.jsonl"
 
 

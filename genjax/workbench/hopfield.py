@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from genjax.core.util import write_json_atomic
 from genjax.data import pipeline
 from genjax.evaluate import plots
 from genjax.models.energy.hopfield import (
@@ -25,7 +26,6 @@ from genjax.models.energy.hopfield import (
     empirical_capacity,
     validate_config,
 )
-from genjax.train.metrics import write_json_atomic
 
 # Digit tiles are upscaled to at least this many pixels a side in the retrieval grid.
 _MIN_TILE_PIXELS = 56

@@ -71,9 +71,9 @@ import numpy as np
 from matplotlib import image as matplotlib_image
 
 from genjax.core import util
+from genjax.core.util import write_json_atomic
 from genjax.evaluate import plots, sample_scorer
 from genjax.train import config as config_lib
-from genjax.train.metrics import write_json_atomic
 from genjax.workbench import sweep
 
 # (label, config argument): one default config per family that models images, in table order.

@@ -46,10 +46,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genjax.core import util
+from genjax.core.util import write_json_atomic
 from genjax.evaluate import plots
 from genjax.train import config as config_lib
 from genjax.train import preemption
-from genjax.train.metrics import write_json_atomic
 
 MANIFEST_FILE = "sweep.json"
 EVAL_FILE = "eval.json"
