@@ -2,9 +2,11 @@
 
 Signals (`genjax.train.preemption`), the workdir lock (`genjax.train.lock`), corrupt
 checkpoints (`genjax.train.checkpoint`) and the one-line errors (`genjax.train.failures`).
-In-process tests here run in the default suite; the launches of `experiments.train` as a
-user would make them (a real SIGTERM, a second launch, kill -9, a full disk, two processes)
-are in the slow set.
+One in-process test per guarantee runs in the default suite (SIGTERM, a live lock, a corrupt
+checkpoint, a full disk, and the units that need no training); the variants that train again
+(SIGINT, a stale lock, strict resume, readers, a changed config) and the launches of
+`experiments.train` as a user would make them (a real SIGTERM, a second launch, kill -9, a full
+disk; two processes in test_multiprocess.py) are in the slow set.
 """
 
 import errno
@@ -72,7 +74,9 @@ def _main_thread_only():
 # --- preemption ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_a_signal_mid_interval_checkpoints_its_step_and_the_resume_is_bitwise(
     uninterrupted, tmp_path, monkeypatch, signum
 ):
@@ -149,6 +153,7 @@ def test_a_live_owner_refuses_a_second_run_which_writes_nothing(tmp_path, live_p
     assert checks.tree_files(workdir) == before
 
 
+@pytest.mark.slow  # trains; the default set keeps one test per guarantee
 def test_a_lock_whose_process_is_gone_is_taken_over_and_the_run_resumes(tmp_path, capsys):
     workdir = str(tmp_path)
     config = _tiny_config(num_steps=10, checkpoint_every=5)
@@ -182,6 +187,7 @@ def test_a_held_lock_is_renewed_and_released(tmp_path):
     assert lock.read_owner(str(tmp_path)) is None
 
 
+@pytest.mark.slow  # trains; the default set keeps one test per guarantee
 def test_readers_do_not_take_the_lock(tmp_path, live_process):
     from genjax.train import Experiment, restore_state
 
@@ -235,6 +241,7 @@ def test_a_corrupt_newest_checkpoint_is_moved_aside_and_the_run_resumes_bitwise(
     checks.assert_trees_equal(load_state(workdir), uninterrupted)  # resumed from step 10
 
 
+@pytest.mark.slow  # trains; the default set keeps one test per guarantee
 def test_strict_resume_refuses_a_corrupt_checkpoint_and_moves_nothing(tmp_path):
     workdir = str(tmp_path)
     config = _tiny_config(num_steps=30, checkpoint_every=10)
@@ -247,6 +254,7 @@ def test_strict_resume_refuses_a_corrupt_checkpoint_and_moves_nothing(tmp_path):
     assert checks.tree_files(workdir) == before
 
 
+@pytest.mark.slow  # trains; the default set keeps one test per guarantee
 def test_readers_refuse_a_corrupt_checkpoint_in_one_line_and_move_nothing(tmp_path):
     from genjax.train import Experiment, restore_state
 
@@ -264,6 +272,7 @@ def test_readers_refuse_a_corrupt_checkpoint_in_one_line_and_move_nothing(tmp_pa
     assert checks.tree_files(workdir) == before
 
 
+@pytest.mark.slow  # trains; the default set keeps one test per guarantee
 def test_a_checkpoint_of_another_shape_is_a_config_error_not_corruption(tmp_path):
     workdir = str(tmp_path)
     train_and_evaluate(_tiny_config(num_steps=10, checkpoint_every=5), workdir, stop_at_step=5)
