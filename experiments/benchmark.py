@@ -31,9 +31,9 @@ import jax
 from absl import app, flags
 
 from benchmarks import GENJAX_CONFIGS
+from genjax.core.util import write_json_atomic, write_text_atomic
 from genjax.train import ConfigError
 from genjax.train.config import COMPUTE_DTYPES
-from genjax.train.metrics import write_json_atomic, write_text_atomic
 from genjax.workbench import benchmark, leaderboard, sweep
 
 ALL_DEVICES = "all"

@@ -33,9 +33,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from absl import app, flags, logging
 
+from genjax.core.util import write_json_atomic, write_text_atomic
 from genjax.data import toy2d
 from genjax.evaluate import gradient_snr, plots
-from genjax.train.metrics import write_json_atomic, write_text_atomic
 from genjax.workbench import snr, sweep
 
 _FINDING = flags.DEFINE_string("finding", None, "A finding's name, or 'all'.")

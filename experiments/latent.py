@@ -16,10 +16,10 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from genjax.core.util import write_json_atomic
 from genjax.evaluate import classifier, plots
 from genjax.models.gan import latent
 from genjax.train import Experiment, failures, load_config, restore_state
-from genjax.train.metrics import write_json_atomic
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A GAN run's directory.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the figures go (default: workdir).")

@@ -14,8 +14,8 @@ import os
 
 from absl import app, flags, logging
 
+from genjax.core.util import write_json_atomic
 from genjax.train import ConfigError, Experiment, failures, load_config, restore_state
-from genjax.train.metrics import write_json_atomic
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _NUM = flags.DEFINE_integer("num", 1000, "Number of samples to score.")

@@ -18,9 +18,9 @@ import os
 
 from absl import app, flags, logging
 
+from genjax.core.util import write_json_atomic, write_text_atomic
 from genjax.evaluate import gradient_snr
 from genjax.objectives import ESTIMATORS
-from genjax.train.metrics import write_json_atomic, write_text_atomic
 from genjax.workbench import snr
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained VAE-family run's directory.")
