@@ -263,12 +263,18 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def has_checkpoint(workdir: str) -> bool:
-    """Whether `workdir` holds at least one finished checkpoint (touches nothing)."""
+def saved_steps(workdir: str) -> list[int]:
+    """The steps of `workdir`'s finished checkpoints, ascending (orbax's unfinished ones, in
+    `*.orbax-checkpoint-tmp` folders, are not steps); reads the directory only."""
     directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):
-        return False
-    return any(name.isdigit() for name in os.listdir(directory))
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def has_checkpoint(workdir: str) -> bool:
+    """Whether `workdir` holds at least one finished checkpoint (touches nothing)."""
+    return bool(saved_steps(workdir))
 
 
 def load_state(workdir: str, step: int | None = None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import sys
 import threading
 import traceback
 
-from genjax.train.checkpoint import CheckpointMismatchError, CorruptCheckpointError, checkpoint_dir
+from genjax.train.checkpoint import CheckpointMismatchError, CorruptCheckpointError, saved_steps
 from genjax.train.loop import TrainingDivergedError
 
 ERROR_LOG = "error.log"
@@ -35,16 +35,6 @@ def _chain(error: BaseException):
         seen.add(id(error))
         yield error
         error = error.__cause__ or error.__context__
-
-
-def _newest_checkpoint(workdir: str) -> int | None:
-    directory = checkpoint_dir(workdir)
-    steps = (
-        [int(name) for name in os.listdir(directory) if name.isdigit()]
-        if os.path.isdir(directory)
-        else []
-    )
-    return max(steps, default=None)
 
 
 def _full_disk_path(error: BaseException) -> str | None:
@@ -68,7 +58,7 @@ def _first(error: BaseException, kind: type) -> BaseException | None:
 
 def describe(error: BaseException, workdir: str) -> str | None:
     """One line for a failure a person can act on; None for any other error (a bug)."""
-    newest = _newest_checkpoint(workdir)
+    newest = max(saved_steps(workdir), default=None)
     resume = (
         f"run the same command again to resume from the newest checkpoint (step {newest})"
         if newest
@@ -126,12 +116,7 @@ def write_log(error: BaseException, workdir: str) -> str | None:
     path = os.path.join(workdir, ERROR_LOG)
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
     text = "".join(traceback.format_exception(error))
-    try:
-        with open(path, "a") as f:
-            f.write(f"\n=== {stamp} pid {os.getpid()}\n{text}")
-    except OSError:
-        return None
-    return path
+    return path if _append(path, f"\n=== {stamp} pid {os.getpid()}\n{text}") else None
 
 
 def error_line(error: BaseException, workdir: str) -> str | None:
@@ -205,12 +190,14 @@ class _NoiseToFile:
         return getattr(self._stream, name)
 
 
-def _append(path: str, text: str) -> None:
+def _append(path: str, text: str) -> bool:
+    """Appends text to the log; False if it cannot (a full disk, a missing workdir)."""
     try:
         with open(path, "a") as f:
             f.write(text)
     except OSError:
-        pass
+        return False
+    return True
 
 
 def quiet_library_errors(workdir: str) -> None:
