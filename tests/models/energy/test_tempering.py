@@ -207,7 +207,7 @@ def test_tempered_chain_sets_are_sharded_like_the_batch(tmp_path):
     towards the same (device-averaged) base rates, so chains and parameters equal a 1-device
     run's."""
     from genjax.train import load_state
-    from tests.train.test_parallel import _train_on
+    from tests.core.test_parallel import _train_on
 
     _train_on(1, str(tmp_path / "one"), "rbm", "pt,tiny")
     _train_on(2, str(tmp_path / "two"), "rbm", "pt,tiny")
