@@ -246,11 +246,6 @@ class VAENetwork(nn.Module):
             # b(x): an input-dependent baseline for the score-function estimator (NVIL).
             self.baseline_network = MLP((self.baseline_hidden,), 1, dtype=self.dtype)
         if self.latent_distribution == "bernoulli":
-            if len(self.latent_sizes) != 1 or self.architecture != "mlp" or has_flow:
-                raise ValueError(
-                    "latent_distribution='bernoulli' needs one stochastic layer, the 'mlp' "
-                    "architecture and no posterior flow"
-                )
             self.data_encoder = MLP(  # logits
                 self.hidden_sizes[0], self.latent_sizes[0], dtype=self.dtype
             )
@@ -287,19 +282,14 @@ class VAENetwork(nn.Module):
             )
             for layer in range(1, len(self.latent_sizes))
         ]
-        if has_flow and len(self.latent_sizes) != 1:
-            raise ValueError(
-                f"posterior_flow={self.posterior_flow!r} needs exactly one stochastic layer "
-                f"(the flow acts on z_1), got latent_sizes={tuple(self.latent_sizes)}"
-            )
-        if self.posterior_flow == "planar":
-            self.flow = planar_flow(self.posterior_flow_layers)
-        elif self.posterior_flow == "iaf":
-            self.flow = iaf_flow(
-                self.latent_sizes[0], self.posterior_flow_layers, (self.posterior_flow_hidden,)
-            )
-        elif has_flow:
-            raise ValueError(f"posterior_flow={self.posterior_flow!r}; allowed: {POSTERIOR_FLOWS}")
+        if has_flow:  # on z_1, the one stochastic layer (`VAE.validate_config`)
+            flows = {
+                "planar": lambda: planar_flow(self.posterior_flow_layers),
+                "iaf": lambda: iaf_flow(
+                    self.latent_sizes[0], self.posterior_flow_layers, (self.posterior_flow_hidden,)
+                ),
+            }
+            self.flow = flows[self.posterior_flow]()
 
     def encode_data(self, x):
         """x (B, *data_shape) -> (mean, log_var) of q(z_1 | x), (B, U_1) each, and the flow's
@@ -659,8 +649,6 @@ class VAE(GradientModel):
             checks.require_binary(
                 spec, "config.model_config.likelihood='bernoulli'", "likelihood='gaussian'"
             )
-        self._validate_flow(mc)  # also when built without `validate` (a closed-form KL is wrong)
-        self._validate_estimator(config)
         self.estimator = config.estimator
         self.score_baseline = mc.score_baseline if config.estimator == "score" else "none"
         self.latent_sizes = tuple(int(s) for s in mc.latent_sizes)

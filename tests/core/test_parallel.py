@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from genjax.train import load_state
+from tests.conftest import xla_flags
 
 pytestmark = pytest.mark.slow  # each test starts two training processes
 
@@ -40,7 +41,9 @@ _TRAIN_SCRIPT = textwrap.dedent(
 
 
 def _train_on(num_devices: int, workdir: str, config_name="vae", variant="tiny") -> None:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+    env = dict(
+        os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={num_devices}")
+    )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     subprocess.run(
         [sys.executable, "-c", _TRAIN_SCRIPT, workdir, str(num_devices), config_name, variant],

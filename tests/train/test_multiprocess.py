@@ -15,6 +15,7 @@ import pytest
 
 from genjax.train import distributed, load_state, preemption
 from genjax.train.checkpoint import checkpoint_dir
+from tests.conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,7 +62,7 @@ def _free_port() -> int:
 def _start_two_processes(workdir: str, out_dir: str, **overrides) -> list[subprocess.Popen]:
     """Launches both processes of a 2-process run with these config overrides."""
     address = f"localhost:{_free_port()}"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=1"))
     return [
         subprocess.Popen(
             [
