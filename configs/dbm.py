@@ -61,3 +61,6 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
 
 # get_config sets num_steps from stage_steps after the variants.
 VARIANTS = {"tiny": _tiny}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "DBM"

@@ -71,3 +71,6 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
 
 # get_config sets num_steps from stage_steps after the variants.
 VARIANTS = {"cd1": _cd(1), "cd10": _cd(10), "deep": _deep, "tiny": _tiny}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "DBN"

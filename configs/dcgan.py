@@ -50,3 +50,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 VARIANTS = {"tiny": apply_image_tiny, "spectral": apply_spectral}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "DCGAN"

@@ -68,3 +68,6 @@ VARIANTS = {
     "additive": _additive,
     "standard": _standard,
 }
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "Glow"

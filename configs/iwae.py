@@ -34,3 +34,6 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
 
 
 VARIANTS = {**vae.VARIANTS, "tiny": _tiny}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "IWAE, k = 50"

@@ -67,3 +67,6 @@ def _ensemble(config: ml_collections.ConfigDict) -> None:
 
 
 VARIANTS = {"tiny": _tiny, "ensemble": _ensemble}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "MADE"

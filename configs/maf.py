@@ -39,3 +39,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 VARIANTS = realnvp.VARIANTS
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "MAF"

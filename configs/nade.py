@@ -67,3 +67,6 @@ def _order_agnostic(config: ml_collections.ConfigDict) -> None:
 
 
 VARIANTS = {"tiny": _tiny, "order_agnostic": _order_agnostic}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "NADE"

@@ -99,3 +99,6 @@ VARIANTS = {
     "categorical": _categorical,
     "conditional": _conditional,
 }
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "Gated PixelCNN"

@@ -125,3 +125,6 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
 
 
 VARIANTS = {"cd1": _cd(1), "cd10": _cd(10), "cd25": _cd(25), "pcd": _pcd, "pt": _pt, "tiny": _tiny}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "RBM (CD-1)"

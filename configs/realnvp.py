@@ -86,3 +86,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 VARIANTS = {"tiny": apply_tiny, "toy": apply_toy}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "RealNVP"

@@ -85,3 +85,6 @@ def _conv(config: ml_collections.ConfigDict) -> None:
 
 # Shared by the VAE-family configs (configs/iwae.py).
 VARIANTS = {"tiny": _tiny, "two_layer": _two_layer, "conv": _conv}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "VAE"

@@ -53,3 +53,6 @@ def _iaf(config: ml_collections.ConfigDict) -> None:
 
 # two_layer is left out: a flow posterior needs one stochastic layer.
 VARIANTS = {"tiny": _tiny, "iaf": _iaf, "conv": vae.VARIANTS["conv"]}
+
+# This config's row on the cross-family leaderboard (`genjax.workbench.leaderboard`).
+LEADERBOARD = "VAE, planar flow posterior"

@@ -283,7 +283,7 @@ def main(argv):
     try:
         counts = device_counts(_DEVICES.value)
         peer_batch_sizes = _positive_ints(_PEER_BATCH_SIZES.value, "peer_batch_sizes")
-        entries = leaderboard.select_entries(leaderboard.ENTRIES, _MODELS.value)
+        entries = leaderboard.select_entries(leaderboard.entries(), _MODELS.value)
     except (BenchmarkError, sweep.SweepError) as error:
         sys.exit(f"error: {error}")
     device = jax.devices()[0]

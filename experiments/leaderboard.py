@@ -12,8 +12,9 @@ steps/s) and one figure of samples.
 clock has counted that much, on this machine, one run at a time) or steps per run (`steps:N`);
 genjax/workbench/leaderboard.py says what each means for schedules and staged families.
 
-`--models` picks runs by name (rbm, dbn, dbm, nade, made, pixelcnn, vae, iwae, vae_flow, realnvp,
-glow, maf, dcgan). Launching again into the same --workdir resumes: finished runs are skipped.
+The runs are the configs in configs/ that name their row (`LEADERBOARD = "..."`); `--models`
+picks them by file stem (vae, iwae, ...; `--dry_run` lists them all). Launching again into the
+same --workdir resumes: finished runs are skipped.
 `--dry_run` prints each run's command and exits. Configs that cannot run on the dataset are
 listed as not applicable, not trained. Writes WORKDIR/leaderboard.md, .csv, .json and
 leaderboard_samples.png, and copies them into --out (genjax/workbench/leaderboard.py).
@@ -55,7 +56,7 @@ def main(argv):
                 f"--parallel={_PARALLEL.value} with --budget={_BUDGET.value}: a wall-time budget "
                 "needs --parallel=1 (runs launched together share the CPU cores)"
             )
-        entries = leaderboard.select_entries(leaderboard.ENTRIES, _MODELS.value)
+        entries = leaderboard.select_entries(leaderboard.entries(), _MODELS.value)
         specs = leaderboard.leaderboard_runs(
             entries, _DATASET.value, budget, _SAMPLE_QUALITY_SAMPLES.value, _SEED.value
         )

@@ -273,6 +273,7 @@ def iaf_flow(
     activation: str = "relu",
     max_log_scale: float = 3.0,
     degree_mode: str = "evenly_spaced",
+    dtype: Any = None,
 ) -> Chain:
     """A stack of `num_layers` IAF layers (Kingma et al. 2016) on D = `num_dims` flattened
     dimensions, reversed between consecutive layers; the same layout as `maf_flow`. Sampling
@@ -287,4 +288,5 @@ def iaf_flow(
         activation=activation,
         max_log_scale=max_log_scale,
         degree_mode=degree_mode,
+        dtype=dtype,
     )

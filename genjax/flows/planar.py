@@ -26,6 +26,7 @@ called the same way (with or without context) as at `init`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -33,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax.flows.bijector import Bijector, Chain, NoInverseError
+from genjax.nn import precision
 
 # softplus^{-1}(1) = log(e - 1): the shift that puts m(0) at 0 (see `planar_constraint_m`).
 _SOFTPLUS_INVERSE_OF_ONE = math.log(math.e - 1.0)
@@ -99,28 +101,31 @@ def _raw_parameters(
     init_scale: float,
     context: jax.Array | None,
     batch_size: int,
+    dtype=None,
 ) -> dict[str, jax.Array]:
     """The layer's raw parameters, each (B, size) (per example, from `context`) or (1, size)
-    (global, broadcast over the batch). Called from `layer`'s compact `__call__`.
+    (global, broadcast over the batch), float32. Called from `layer`'s compact `__call__`.
 
     Global: `layer.param(name)` ~ N(0, init_scale^2 / D) per entry, so a D-vector has norm
     about init_scale. Per example: one `nn.Dense` named 'conditioner', context (B, C) ->
     (B, sum(sizes)), split in the order of `sizes`; its kernel has variance init_scale^2 / (D C)
     and its bias the same N(0, init_scale^2 / D), so for a unit-variance context the outputs
-    start at the global scale.
+    start at the global scale. The conditioner computes in `dtype` (a network, like a MAF's;
+    `genjax.nn.precision`), its outputs cast to float32 for the layer's own arithmetic.
     """
     std = init_scale / math.sqrt(num_dims)
     if context is None:
         init = nn.initializers.normal(std)
         return {name: layer.param(name, init, (size,))[None] for name, size in sizes.items()}
     chex.assert_shape(context, (batch_size, None))
-    conditioner = nn.Dense(
+    conditioner = precision.dense(
         sum(sizes.values()),
         kernel_init=nn.initializers.variance_scaling(std**2, "fan_in", "normal"),
         bias_init=nn.initializers.normal(std),
+        dtype=dtype,
         name="conditioner",
     )
-    outputs = conditioner(context)  # (B, sum(sizes))
+    outputs = conditioner(context).astype(jnp.float32)  # (B, sum(sizes))
     raw, start = {}, 0
     for name, size in sizes.items():
         raw[name] = outputs[:, start : start + size]
@@ -152,9 +157,12 @@ class Planar(Bijector):
 
     Attributes:
       init_scale: about the norm of the initial u and w.
+      dtype: the amortised conditioner's compute dtype (None: float32); the layer's own
+        arithmetic and log-det stay float32.
     """
 
     init_scale: float = 0.1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, inverse=False, context=None):
@@ -165,7 +173,9 @@ class Planar(Bijector):
         z = x.reshape(batch_size, -1)  # (B, D)
         num_dims = z.shape[1]
         sizes = {"u": num_dims, "w": num_dims, "b": 1}
-        raw = _raw_parameters(self, sizes, num_dims, self.init_scale, context, batch_size)
+        raw = _raw_parameters(
+            self, sizes, num_dims, self.init_scale, context, batch_size, self.dtype
+        )
         u, w, b = raw["u"], raw["w"], raw["b"][:, 0]  # (B|1, D), (B|1, D), (B|1,)
         u_hat = planar_u_hat(u, w)  # (B|1, D)
         t = jnp.tanh(jnp.sum(w * z, axis=1) + b)  # (B,)
@@ -207,9 +217,11 @@ class Radial(Bijector):
 
     Attributes:
       init_scale: about the norm of the initial z0, and the scale of the raw alpha, beta.
+      dtype: as `Planar`'s.
     """
 
     init_scale: float = 0.1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, inverse=False, context=None):
@@ -220,7 +232,9 @@ class Radial(Bijector):
         z = x.reshape(batch_size, -1)  # (B, D)
         num_dims = z.shape[1]
         sizes = {"z0": num_dims, "alpha_raw": 1, "beta_raw": 1}
-        raw = _raw_parameters(self, sizes, num_dims, self.init_scale, context, batch_size)
+        raw = _raw_parameters(
+            self, sizes, num_dims, self.init_scale, context, batch_size, self.dtype
+        )
         alpha, beta = radial_alpha_beta(raw["alpha_raw"][:, 0], raw["beta_raw"][:, 0])  # (B|1,)
         alpha_plus_beta = jax.nn.softplus(raw["beta_raw"][:, 0])  # s, without cancellation
         offset = z - raw["z0"]  # (B, D)
@@ -234,21 +248,22 @@ class Radial(Bijector):
         return y.reshape(x.shape), log_det
 
 
-def planar_flow(num_layers: int, init_scale: float = 0.1) -> Chain:
+def planar_flow(num_layers: int, init_scale: float = 0.1, dtype=None) -> Chain:
     """K = `num_layers` `Planar` layers in a `Chain` (R&M 2015's planar flow of length K),
     forward only: f_K o ... o f_1 on (B, *event), log-dets summed to (B,). Every layer sees the
-    same `context`, if any, through its own conditioner."""
-    return _layer_chain(Planar, num_layers, init_scale)
+    same `context`, if any, through its own conditioner (computing in `dtype`)."""
+    return _layer_chain(Planar, num_layers, init_scale, dtype)
 
 
-def radial_flow(num_layers: int, init_scale: float = 0.1) -> Chain:
+def radial_flow(num_layers: int, init_scale: float = 0.1, dtype=None) -> Chain:
     """K = `num_layers` `Radial` layers in a `Chain` (R&M 2015's radial flow of length K);
     the same layout as `planar_flow`."""
-    return _layer_chain(Radial, num_layers, init_scale)
+    return _layer_chain(Radial, num_layers, init_scale, dtype)
 
 
-def _layer_chain(layer_class, num_layers: int, init_scale: float) -> Chain:
-    """`num_layers` fresh `layer_class(init_scale)` layers in a `Chain`."""
+def _layer_chain(layer_class, num_layers: int, init_scale: float, dtype) -> Chain:
+    """`num_layers` fresh `layer_class(init_scale, dtype)` layers in a `Chain`."""
     if num_layers < 1:
         raise ValueError(f"num_layers={num_layers} must be at least 1")
-    return Chain(tuple(layer_class(init_scale=init_scale) for _ in range(num_layers)))
+    layers = (layer_class(init_scale=init_scale, dtype=dtype) for _ in range(num_layers))
+    return Chain(tuple(layers))

@@ -1,25 +1,18 @@
 """Model families, looked up by `config.model`.
 
-A family lives in its own module and plugs in through `genjax.models.base.Model`; adding one
-is a new module plus one line in `_FAMILIES` (module path and class name, imported lazily so
-that the trainer never imports a family it does not train).
+A family is a subclass of `genjax.models.base.Model` that sets `name` (its `config.model`
+value): defining the class registers it (`base.FAMILIES`). `names()` and `get()` first import
+every module of this package once, so a new family module is found where it lies; a family
+defined in a user's own code registers when that code is imported.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 
-_FAMILIES: dict[str, str] = {
-    "dbm": "genjax.models.energy.dbm:DBM",
-    "dbn": "genjax.models.energy.dbn:DBN",
-    "flow": "genjax.models.flow:FlowModel",
-    "gan": "genjax.models.gan.family:GAN",
-    "made": "genjax.models.autoregressive.made:MADE",
-    "nade": "genjax.models.autoregressive.nade:NADE",
-    "pixelcnn": "genjax.models.autoregressive.pixelcnn:PixelCNN",
-    "rbm": "genjax.models.energy.rbm_family:RBM",
-    "vae": "genjax.models.vae:VAE",
-}
+from genjax.models import base
 
 # Models with no training loop of their own, run by a dedicated entry point instead.
 _OTHER_ENTRY_POINTS = {"hopfield": "python -m experiments.hopfield"}
@@ -36,17 +29,25 @@ def unregistered_message(name: str) -> str:
     return message
 
 
+@functools.cache
+def _import_families() -> None:
+    """Imports every module of this package (once), registering the families they define."""
+    for module in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
+        importlib.import_module(module.name)
+
+
 def names() -> tuple[str, ...]:
     """The registered values of `config.model`."""
-    return tuple(sorted(_FAMILIES))
+    _import_families()
+    return tuple(sorted(base.FAMILIES))
 
 
 def get(name: str):
     """The `Model` subclass registered as `name`."""
-    if name not in _FAMILIES:
+    _import_families()
+    if name not in base.FAMILIES:
         raise ValueError(unregistered_message(name))
-    module_name, class_name = _FAMILIES[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return base.FAMILIES[name]
 
 
 def build(config, spec):

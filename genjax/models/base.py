@@ -32,12 +32,23 @@ from genjax.core.state import TrainState
 
 # At most this many first-layer filters go into `filters.png` (a 10 x 10 grid).
 MAX_FILTERS = 100
+# {name: family class}: every imported `Model` subclass that sets `name` (see `Model`).
+FAMILIES: dict[str, type] = {}
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class Model(abc.ABC):
     """A model family as the trainer sees it.
 
+    A subclass that sets `name` in its own body is a family: it registers itself under that
+    name, the value of `config.model` that selects it (`genjax.models.get`); subclasses that
+    leave it unset (shared bases, a test's variant of a family) register nothing.
+
     Class attributes:
+      name: the family's `config.model` value; '' for a class that is not a family.
       main_metric: the metric shown on the progress bar.
       likelihood_model: True when `summarize(final=True)` reports a test NLL.
       evaluation_fields: `model_config` fields that affect evaluation only.
@@ -57,6 +68,7 @@ class Model(abc.ABC):
         free energy and log-det sum float32 (`genjax.nn.precision`).
     """
 
+    name: str = ""
     main_metric: str = "train/loss"
     likelihood_model: bool = True
     # model_config fields that change only evaluation; a run may be resumed or re-evaluated
@@ -70,6 +82,19 @@ class Model(abc.ABC):
     # model_config fields added after runs were saved without them: {field: the value that
     # reproduces the old behaviour}, so those runs can still be resumed and re-evaluated.
     added_field_defaults: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if not name:
+            return
+        known = FAMILIES.get(name)
+        if known is not None and _where(known) != _where(cls):  # a module reloaded may re-register
+            raise TypeError(
+                f"{_where(cls)} and {_where(known)} both register the family name {name!r}; "
+                "give one another `name`."
+            )
+        FAMILIES[name] = cls
 
     def __init__(self, config, spec):
         self.config = config
@@ -137,6 +162,15 @@ class Model(abc.ABC):
         `MAX_FILTERS` hidden units' incoming weights, which the trainer saves as
         `filters.png` at the end of training; None (the default) for none."""
         del state
+        return None
+
+    def train_log_density(self, params, x: jax.Array, keys: jax.Array) -> jax.Array | None:
+        """What the family's training objective is built from, for a batch x (B, *example_shape)
+        with `keys` (B,): its log density, variational bound, importance log weights or negated
+        free energy, (..., B), computed as the train step computes it (in `config.compute_dtype`
+        where it multiplies matrices), and float32. None (the default) for a family without one
+        (a GAN). `tests/train/test_mixed_precision.py` checks every family's under bfloat16."""
+        del params, x, keys
         return None
 
     def log_density(self, state: TrainState, x: jax.Array) -> jax.Array | None:

@@ -82,6 +82,7 @@ class FlowModel(GradientModel):
     bijectors' arithmetic, their log-dets and the log-likelihood stay float32.
     """
 
+    name = "flow"
     main_metric = "train/loss"
     compute_dtypes = ("float32", "bfloat16")
 
@@ -161,6 +162,13 @@ class FlowModel(GradientModel):
 
     def _log_prob(self, params, x):
         return self.flow.apply(params, x, method=Flow.log_prob)
+
+    def train_log_density(self, params, x, keys):
+        """log p(x) (B,) of a batch in model space (None for a forward-only flow)."""
+        del keys
+        if self.config.model_config.architecture in FORWARD_ONLY:
+            return None
+        return self._log_prob(params, x)
 
     def _reverse_kl_terms(self, params, key, num):
         """log q(x) - log p*(x) for `num` draws x ~ q: (num,)."""

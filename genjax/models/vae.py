@@ -284,9 +284,12 @@ class VAENetwork(nn.Module):
         ]
         if has_flow:  # on z_1, the one stochastic layer (`VAE.validate_config`)
             flows = {
-                "planar": lambda: planar_flow(self.posterior_flow_layers),
+                "planar": lambda: planar_flow(self.posterior_flow_layers, dtype=self.dtype),
                 "iaf": lambda: iaf_flow(
-                    self.latent_sizes[0], self.posterior_flow_layers, (self.posterior_flow_hidden,)
+                    self.latent_sizes[0],
+                    self.posterior_flow_layers,
+                    (self.posterior_flow_hidden,),
+                    dtype=self.dtype,
                 ),
             }
             self.flow = flows[self.posterior_flow]()
@@ -541,6 +544,7 @@ class VAE(GradientModel):
     The top-level `config.estimator` picks the gradient estimator (see `estimator_loss`).
     """
 
+    name = "vae"
     main_metric = "train/loss"
     added_field_defaults = {**FLOW_DEFAULTS, **ESTIMATOR_DEFAULTS}
     estimators = estimator_lib.ESTIMATORS
@@ -693,6 +697,12 @@ class VAE(GradientModel):
         if self.score_baseline == "running_mean":
             extras = {"baseline_mean": jnp.zeros(()), "baseline_updates": jnp.zeros((), jnp.int32)}
         return self.network.init(key, example_x, noise), extras
+
+    def train_log_density(self, params, x, keys):
+        """The training K's log importance weights, (K, B)."""
+        return self.log_weights(params, x, keys, self.config.model_config.num_importance_samples)[
+            "log_w"
+        ]
 
     def log_weights(self, params, x, keys, num_samples):
         """Log importance weights (K, B) and network outputs for fresh samples."""

@@ -7,7 +7,8 @@ experiments.leaderboard`).
   python -m experiments.leaderboard --dataset=binarized_mnist    # on a networked machine
   python -m experiments.leaderboard --models=vae,iwae --budget=minutes:1 --workdir=runs/lb_small
 
-Each entry of `ENTRIES` is trained by `experiments.train` (launched and resumed by
+Each config that names its row (`LEADERBOARD = "VAE"` in configs/vae.py; `entries()` finds
+them) is trained by `experiments.train` (launched and resumed by
 `genjax.workbench.sweep.execute`) with the same dataset, budget, seed and number of scored samples;
 everything else (architecture, batch size, optimizer, preprocessing) is the config's own. The
 budget (`Budget`, `parse_budget`) is either
@@ -52,7 +53,8 @@ Layout of a leaderboard root (`--workdir`, default runs/leaderboard):
                             budget and seed, and then resumes (finished runs are skipped)
   <run name>/               one `experiments.train` workdir per model, e.g. `vae/`, with
                             train.log (the process's output)
-  leaderboard.md            the table, grouped by data kind, with the setup and notes
+  leaderboard.md            the table, grouped by data kind and ranked within it by test NLL
+                            (by FD without one), with the setup and notes
   leaderboard.csv, .json    every row's fields (a row's samples grid as a path under the root)
   leaderboard_samples.png   the final samples grid of every finished model
 """
@@ -76,22 +78,8 @@ from genjax.evaluate import plots, sample_scorer
 from genjax.train import config as config_lib
 from genjax.workbench import sweep
 
-# (label, config argument): one default config per family that models images, in table order.
-ENTRIES = (
-    ("RBM (CD-1)", "configs/rbm.py"),
-    ("DBN", "configs/dbn.py"),
-    ("DBM", "configs/dbm.py"),
-    ("NADE", "configs/nade.py"),
-    ("MADE", "configs/made.py"),
-    ("Gated PixelCNN", "configs/pixelcnn.py"),
-    ("VAE", "configs/vae.py"),
-    ("IWAE, k = 50", "configs/iwae.py"),
-    ("VAE, planar flow posterior", "configs/vae_flow.py"),
-    ("RealNVP", "configs/realnvp.py"),
-    ("Glow", "configs/glow.py"),
-    ("MAF", "configs/maf.py"),
-    ("DCGAN", "configs/dcgan.py"),
-)
+# Where the leaderboard finds its configs: every file here that sets `LEADERBOARD`.
+CONFIG_DIR = "configs"
 MARKDOWN_FILE = "leaderboard.md"
 CSV_FILE = "leaderboard.csv"
 JSON_FILE = "leaderboard.json"
@@ -196,6 +184,18 @@ def parse_budget(text: str) -> Budget:
 # Runs.
 
 
+def entries(config_dir: str = CONFIG_DIR) -> tuple[tuple[str, str], ...]:
+    """(label, config argument) of every config file in `config_dir` (relative to the
+    repository root) that sets `LEADERBOARD = "<row label>"`, by file name: a config puts its
+    default setup on the leaderboard by naming its row."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(sweep.REPO_ROOT, config_dir, "*.py"))):
+        label = getattr(sweep.load_config_module(path), "LEADERBOARD", None)
+        if label is not None:
+            found.append((label, os.path.join(config_dir, os.path.basename(path))))
+    return tuple(found)
+
+
 def run_name(config_arg: str) -> str:
     """The run's directory and `--models` name: the config file's stem ("configs/iwae.py" ->
     "iwae")."""
@@ -279,7 +279,7 @@ def leaderboard_runs(
     log_every=min(100, num_steps), sample_quality_samples, seed.
 
     Args:
-      entries: (label, config argument) pairs, e.g. `ENTRIES`; relative config paths are
+      entries: (label, config argument) pairs, e.g. `entries()`; relative config paths are
         resolved against the repository root (the RunSpec holds the absolute path).
       dataset: `config.dataset` of every run, e.g. "mnist5k".
       budget: a `Budget`; an int N is `Budget("steps", N)`.
@@ -543,10 +543,18 @@ def leaderboard_rows(
 # Tables and the figure.
 
 
-def _sorted_by_data_kind(rows: Sequence[Mapping]) -> list[Mapping]:
-    """Rows grouped by data kind (`DATA_KINDS` order, unknown kinds last), stable within."""
+def _ranked(rows: Sequence[Mapping]) -> list[Mapping]:
+    """Rows grouped by data kind (`DATA_KINDS` order, unknown kinds last), ranked within one
+    by test NLL, then (no NLL: a GAN) by Fréchet distance, lowest first; rows with neither
+    (not finished, not applicable) last, in their given order."""
     order = {kind: index for index, kind in enumerate(DATA_KINDS)}
-    return sorted(rows, key=lambda row: order.get(row["data"], len(order)))
+
+    def key(row):
+        scores = [row.get(field) for field in ("test_nll_nats", "frechet_distance")]
+        scores = [math.inf if not _is_number(score) else score for score in scores]
+        return (order.get(row["data"], len(order)), *scores)
+
+    return sorted(rows, key=key)
 
 
 _is_number = util.is_finite_number
@@ -675,7 +683,8 @@ _TABLE_HEADER = (
 )
 
 _NOTES = (
-    "NLLs compare only within one data kind, and the rows are grouped by it: 'binarized' is "
+    "NLLs compare only within one data kind, so the rows are grouped by it and ranked within "
+    "it by test NLL (GANs, with none, by FD), whatever the estimators: 'binarized' is "
     "the NLL of binary pixels (a discrete distribution), 'dequantized' the density of "
     "dequantized pixels in [0, 1] (continuous: it can be negative; its bits/dim are in the "
     "discrete space eval.json's `nll_space` names), and a GAN has no likelihood.",
@@ -736,7 +745,7 @@ def _time_budget_notes(rows: Sequence[Mapping]) -> list[str]:
 def markdown_table(rows: Sequence[Mapping]) -> str:
     """leaderboard.md: the setup, the table (rows grouped by data kind), notes, and the runs
     that did not finish with their reasons."""
-    rows = _sorted_by_data_kind(rows)
+    rows = _ranked(rows)
     lines = _header_lines(rows)
     lines.append("| " + " | ".join(_TABLE_HEADER) + " |")
     lines.append("|" + "|".join("---" for _ in _TABLE_HEADER) + "|")
@@ -793,7 +802,7 @@ def save_samples_figure(rows: Sequence[Mapping], root: str, path: str) -> bool:
     """One panel per finished row with a samples grid (its "samples" PNG under `root`), titled
     with the model, its NLL and estimator and its FD, in `_FIGURE_COLUMNS` columns; written
     atomically. Returns False (and writes nothing) when no row has samples."""
-    panels = [row for row in _sorted_by_data_kind(rows) if row["samples"]]
+    panels = [row for row in _ranked(rows) if row["samples"]]
     if not panels:
         return False
     num_cols = min(_FIGURE_COLUMNS, len(panels))

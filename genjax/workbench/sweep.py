@@ -96,6 +96,15 @@ class RunSpec:
 # Config fields and values.
 
 
+def load_config_module(path: str):
+    """The Python module of a config file, executed from its path (as `config_flags` does)."""
+    module_name = "sweep_config_" + re.sub(r"\W", "_", os.path.basename(path).removesuffix(".py"))
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def load_config_file(config_arg: str) -> ml_collections.ConfigDict:
     """The config of a `--config` argument "path[:variant]", loaded as `config_flags` does:
     the file's `get_config(variant)` (or `get_config()` without a colon).
@@ -106,10 +115,7 @@ def load_config_file(config_arg: str) -> ml_collections.ConfigDict:
     path, colon, variant = config_arg.partition(":")
     if not os.path.isfile(path):
         raise SweepError(f"--config={config_arg!r}: no config file {path!r}")
-    module_name = "sweep_config_" + re.sub(r"\W", "_", os.path.basename(path).removesuffix(".py"))
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_config_module(path)
     try:
         return module.get_config(*((variant,) if colon else ()))
     except (KeyError, TypeError, ValueError) as error:
@@ -439,7 +445,8 @@ def _spec_record(spec: RunSpec) -> dict:
 
 def write_manifest(root: str, specs: Sequence[RunSpec], description: Mapping) -> None:
     """Writes `root/sweep.json` (atomically), or checks that an existing one describes the same
-    sweep: the same runs, each with the same config file and variant, overrides and labels.
+    sweep: the same runs (in any order), each with the same config file and variant, overrides
+    and labels.
     Config files are recorded by `repo_config`; a manifest's absolute path inside this
     repository (as earlier versions recorded the leaderboard's) matches its relative form.
 
@@ -457,7 +464,7 @@ def write_manifest(root: str, specs: Sequence[RunSpec], description: Mapping) ->
         for run in saved_runs:
             if "config" in run:  # saved relative paths are relative to the repository
                 run["config"] = repo_config(run["config"], base=REPO_ROOT)
-        if saved_runs != runs:
+        if _by_name(saved_runs) != _by_name(runs):  # the same runs, in any order
             raise SweepError(f"{path} describes another sweep: {_difference(saved_runs, runs)}")
         return
     if os.path.isdir(root) and os.listdir(root):
@@ -467,6 +474,10 @@ def write_manifest(root: str, specs: Sequence[RunSpec], description: Mapping) ->
         )
     os.makedirs(root, exist_ok=True)
     write_json_atomic(path, {"description": dict(description), "runs": runs})
+
+
+def _by_name(runs: list[dict]) -> list[dict]:
+    return sorted(runs, key=lambda run: run["name"])
 
 
 def _difference(saved_runs: list[dict], runs: list[dict]) -> str:

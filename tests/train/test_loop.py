@@ -112,7 +112,7 @@ def test_nan_stops_training_and_keeps_last_finite_checkpoint(
     config.checkpoint_every = 5
     train_and_evaluate(config, workdir, stop_at_step=5)
     before = checks.tree_files(checkpoint_dir(workdir))
-    monkeypatch.setitem(models._FAMILIES, "vae", f"{__name__}:DivergingVAE")
+    monkeypatch.setitem(models.base.FAMILIES, "vae", DivergingVAE)
     with pytest.raises(TrainingDivergedError, match=r"train/loss=nan at step 7"):
         train_and_evaluate(config, workdir)
     assert checks.tree_files(checkpoint_dir(workdir)) == before  # step 5 kept, nothing newer

@@ -24,27 +24,26 @@ from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
+from genjax import models
 from genjax.core import util
 from genjax.train import config as config_lib
 from genjax.train import loop
 from genjax.workbench import leaderboard, sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ALL_NAMES = [
-    "rbm",
-    "dbn",
-    "dbm",
-    "nade",
-    "made",
-    "pixelcnn",
-    "vae",
-    "iwae",
-    "vae_flow",
-    "realnvp",
-    "glow",
-    "maf",
-    "dcgan",
-]
+# The run names of the configs that set LEADERBOARD, read off their text (not through
+# `leaderboard.entries()`), by file name.
+ALL_NAMES = sorted(
+    path.stem
+    for path in (REPO_ROOT / "configs").glob("*.py")
+    if re.search(r"^LEADERBOARD = \"[^\"]+\"$", path.read_text(), re.M)
+)
+
+
+def _entries(*names):
+    """The leaderboard's entries for these run names, in this order."""
+    by_name = {leaderboard.run_name(entry[1]): entry for entry in leaderboard.entries()}
+    return [by_name[name] for name in names]
 
 
 def _write_json(path, payload):
@@ -65,11 +64,20 @@ def _overrides(spec):
 # --- runs ------------------------------------------------------------------------------------
 
 
+def test_every_config_that_names_a_row_is_an_entry_and_every_family_has_one():
+    entries = leaderboard.entries()
+    assert [leaderboard.run_name(config) for _, config in entries] == ALL_NAMES
+    labels = [label for label, _ in entries]
+    assert len(set(labels)) == len(labels) and all(labels)
+    families = {sweep.load_config_file(config).model for _, config in entries}
+    assert families == set(models.names())
+
+
 def test_leaderboard_runs_set_the_budget_on_every_entry():
-    specs = leaderboard.leaderboard_runs(leaderboard.ENTRIES, "mnist5k", 1000, 500, 3)
+    specs = leaderboard.leaderboard_runs(leaderboard.entries(), "mnist5k", 1000, 500, 3)
     assert [spec.name for spec in specs] == ALL_NAMES
     assert [dict(spec.labels)["model"] for spec in specs] == [
-        label for label, _ in leaderboard.ENTRIES
+        label for label, _ in leaderboard.entries()
     ]
     expected = {
         "dataset": "mnist5k",
@@ -87,9 +95,10 @@ def test_leaderboard_runs_set_the_budget_on_every_entry():
         assert spec.config == f"{REPO_ROOT}/configs/{spec.name}.py"
         staged = "model_config.stage_steps" in overrides
         assert staged == (spec.name in ("dbn", "dbm")), spec.name
-    assert _overrides(specs[1])["model_config.stage_steps"] == (500, 500)  # DBN (4000, 4000)
-    assert _overrides(specs[2])["model_config.stage_steps"] == (250, 250, 500)  # DBM
-    short = leaderboard.leaderboard_runs(leaderboard.ENTRIES[:1], "digits8x8", 30, 0, 0)
+    by_name = {spec.name: spec for spec in specs}
+    assert _overrides(by_name["dbn"])["model_config.stage_steps"] == (500, 500)  # (4000, 4000)
+    assert _overrides(by_name["dbm"])["model_config.stage_steps"] == (250, 250, 500)
+    short = leaderboard.leaderboard_runs(_entries("rbm"), "digits8x8", 30, 0, 0)
     assert (
         _overrides(short[0])["log_every"] == 30 and _overrides(short[0])["checkpoint_every"] == 30
     )
@@ -100,7 +109,7 @@ def test_leaderboard_runs_set_the_budget_on_every_entry():
         (dict(budget=2, entries=[("DBM", "configs/dbm.py")]), "fewer than the 3"),
     ):
         arguments = dict(
-            entries=leaderboard.ENTRIES[:1],
+            entries=_entries("rbm"),
             dataset="mnist5k",
             budget=10,
             sample_quality_samples=50,
@@ -136,7 +145,7 @@ def test_leaderboard_runs_under_a_time_budget():
     """Every run gets max_train_seconds and the num_steps cap; DBN and DBM keep their own
     stages (8,000 steps each), since their stages count steps."""
     budget = leaderboard.Budget("minutes", 5.0)
-    specs = leaderboard.leaderboard_runs(leaderboard.ENTRIES, "mnist5k", budget, 1000, 0)
+    specs = leaderboard.leaderboard_runs(leaderboard.entries(), "mnist5k", budget, 1000, 0)
     assert [spec.name for spec in specs] == ALL_NAMES
     for spec in specs:
         overrides = _overrides(spec)
@@ -149,7 +158,7 @@ def test_leaderboard_runs_under_a_time_budget():
             config = sweep.apply_overrides(sweep.load_config_file(spec.config), spec.overrides)
             config_lib.validate(config, None, device_count=1, process_count=1)
     # A steps budget sets no time budget: its runs are the ones launched before there was one.
-    steps = leaderboard.leaderboard_runs(leaderboard.ENTRIES, "mnist5k", 1000, 1000, 0)
+    steps = leaderboard.leaderboard_runs(leaderboard.entries(), "mnist5k", 1000, 1000, 0)
     assert not any("max_train_seconds" in _overrides(spec) for spec in steps)
 
 
@@ -195,18 +204,18 @@ def test_the_stage_steps_tuple_round_trips_through_the_trainers_flags(tmp_path):
         config_lib.validate(unscaled, None, device_count=1, process_count=1)
 
 
-def test_select_entries_keeps_table_order_and_lists_the_allowed_names():
-    chosen = leaderboard.select_entries(leaderboard.ENTRIES, ["iwae", " vae"])
-    assert chosen == [("VAE", "configs/vae.py"), ("IWAE, k = 50", "configs/iwae.py")]
-    assert leaderboard.select_entries(leaderboard.ENTRIES, None) == list(leaderboard.ENTRIES)
+def test_select_entries_keeps_entry_order_and_lists_the_allowed_names():
+    chosen = leaderboard.select_entries(leaderboard.entries(), ["vae", " iwae"])
+    assert chosen == [("IWAE, k = 50", "configs/iwae.py"), ("VAE", "configs/vae.py")]
+    assert leaderboard.select_entries(leaderboard.entries(), None) == list(leaderboard.entries())
     with pytest.raises(leaderboard.LeaderboardError) as error:
-        leaderboard.select_entries(leaderboard.ENTRIES, ["vae", "hopfield"])
+        leaderboard.select_entries(leaderboard.entries(), ["vae", "hopfield"])
     assert "unknown model ['hopfield']" in str(error.value)
     assert str(ALL_NAMES) in str(error.value)
     with pytest.raises(leaderboard.LeaderboardError, match="'vae' is given twice"):
-        leaderboard.select_entries(leaderboard.ENTRIES, ["vae", "vae"])
+        leaderboard.select_entries(leaderboard.entries(), ["vae", "vae"])
     with pytest.raises(leaderboard.LeaderboardError, match="--models is empty; allowed"):
-        leaderboard.select_entries(leaderboard.ENTRIES, [" "])
+        leaderboard.select_entries(leaderboard.entries(), [" "])
 
 
 # --- applicability ---------------------------------------------------------------------------
@@ -217,9 +226,9 @@ def test_check_runs_on_offline_datasets(tmp_path):
     on mnist5k and on the 8x8 digits (levels 0..16, binarized or dequantized like 28x28 ones),
     and none on a toy2d density, whose raw 2-D points take no intensity preprocessing."""
     for dataset in ("mnist5k", "digits8x8"):
-        specs = leaderboard.leaderboard_runs(leaderboard.ENTRIES, dataset, 100, 50, 0)
+        specs = leaderboard.leaderboard_runs(leaderboard.entries(), dataset, 100, 50, 0)
         assert leaderboard.check_runs(specs, str(tmp_path)) == {}, dataset
-    toy = leaderboard.leaderboard_runs(leaderboard.ENTRIES, "toy2d/8gaussians", 100, 50, 0)
+    toy = leaderboard.leaderboard_runs(leaderboard.entries(), "toy2d/8gaussians", 100, 50, 0)
     not_applicable = leaderboard.check_runs(toy, str(tmp_path))
     assert list(not_applicable) == ALL_NAMES
     assert not_applicable["vae"].startswith("config.preprocess.binarize='dynamic' does not apply")
@@ -276,8 +285,7 @@ def finished_leaderboard(tmp_path):
     MAF kept from launching by `check_runs` (its message passed in)."""
     # Out of table order, so that the table's grouping by data kind shows.
     names = ["dcgan", "realnvp", "dbn", "glow", "nade", "made", "vae", "maf"]
-    by_run_name = {leaderboard.run_name(entry[1]): entry for entry in leaderboard.ENTRIES}
-    entries = [by_run_name[name] for name in names]
+    entries = _entries(*names)
     specs = leaderboard.leaderboard_runs(entries, "mnist5k", 300, 1000, 0)
     root = str(tmp_path / "leaderboard")
     by_name = {spec.name: spec for spec in specs}
@@ -424,8 +432,9 @@ def test_write_leaderboard_table_notes_and_figure(finished_leaderboard, tmp_path
     )
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
     models = [line.split(" | ")[0].removeprefix("| ") for line in table[1:]]
-    # Grouped by data kind: binarized, dequantized, [-1, 1] intensities; run order within.
-    assert models == ["DBN", "NADE", "MADE", "VAE", "RealNVP", "Glow", "MAF", "DCGAN"]
+    # Grouped by data kind: binarized, dequantized, [-1, 1] intensities; within one, the
+    # finished runs ranked by NLL, then the rest in run order.
+    assert models == ["VAE", "DBN", "NADE", "MADE", "RealNVP", "Glow", "MAF", "DCGAN"]
     assert (
         "| VAE | `configs/vae.py` | binarized | 103.6 ± 1.0 | 0.1907 | iwae-5000 | 12.3 | 0.710 "
         "| 0.620 | 300 steps | 300 (100) | 15.0 s | 25 |" in table
@@ -496,7 +505,7 @@ def test_a_mean_carried_by_a_few_test_examples_is_marked(finished_leaderboard):
 
 
 def test_write_leaderboard_without_finished_runs_draws_no_figure(tmp_path):
-    specs = leaderboard.leaderboard_runs(leaderboard.ENTRIES[:2], "mnist5k", 10, 0, 0)
+    specs = leaderboard.leaderboard_runs(_entries("rbm", "dbn"), "mnist5k", 10, 0, 0)
     rows = leaderboard.leaderboard_rows(specs, {"rbm": "RBM", "dbn": "DBN"}, str(tmp_path))
     assert [row["status"] for row in rows] == ["pending", "pending"]
     paths = leaderboard.write_leaderboard(rows, str(tmp_path))
@@ -514,8 +523,7 @@ def time_budget_leaderboard(tmp_path):
     """A root of 3 runs under a 5-minute budget: VAE stopped by the budget at step 54,321;
     DBN finished its own 8,000 steps first; NADE pending."""
     names = ["vae", "dbn", "nade"]
-    by_run_name = {leaderboard.run_name(entry[1]): entry for entry in leaderboard.ENTRIES}
-    entries = [by_run_name[name] for name in names]
+    entries = _entries(*names)
     budget = leaderboard.Budget("minutes", 5.0)
     specs = leaderboard.leaderboard_runs(entries, "mnist5k", budget, 1000, 0)
     root = str(tmp_path / "leaderboard")
@@ -576,6 +584,8 @@ def test_time_budget_table_and_notes(time_budget_leaderboard):
         "| NADE | `configs/nade.py` | binarized | pending | — | — | — | — | — | 5 min | — (100) "
         "| — | — |",
     ]
+    reordered = leaderboard.markdown_table([rows[2], rows[1], rows[0]])  # ranked, not in order
+    assert [line for line in reordered.splitlines() if line.startswith("| ")] == table
     notes = markdown.split("Notes:\n\n")[1].split("\n\n")[0].splitlines()
     assert (
         "- Budget: training stops at the first step after the train clock reaches"

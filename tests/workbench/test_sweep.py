@@ -241,6 +241,7 @@ def test_manifest_refuses_another_sweep_and_keeps_the_old_one(config, tmp_path):
     sweep.write_manifest(root, specs, {"note": "first"})
     manifest = Path(root, sweep.MANIFEST_FILE).read_bytes()
     sweep.write_manifest(root, specs, {"note": "second"})  # the same sweep: resumes
+    sweep.write_manifest(root, specs[::-1], {})  # the same runs in another order: the same
     other_seeds = sweep.grid_runs("configs/vae.py:tiny", config, grid, range(3))
     other_config = sweep.grid_runs("configs/iwae.py:tiny", config, grid, range(2))
     fixed = sweep.grid_runs("configs/vae.py:tiny", config, grid, range(2), [("num_steps", 5)])

@@ -98,6 +98,7 @@ class MADE(GradientModel):
       num_eval_masks: K <= num_masks; evaluation uses the ensemble of the first K sets.
     """
 
+    name = "made"
     main_metric = "train/loss"
     evaluation_fields = ("num_eval_masks",)
     compute_dtypes = ("float32", "bfloat16")
@@ -151,6 +152,11 @@ class MADE(GradientModel):
         """Exact log p(x) under one mask set, (B, *shape) -> (B,)."""
         logits = self.logits(params, x, mask_index)
         return objectives.bernoulli_log_prob(x.reshape(logits.shape), logits, event_ndims=1)
+
+    def train_log_density(self, params, x, keys):
+        """log p(x) under the first mask set, (B,)."""
+        del keys
+        return self.log_prob(params, x, 0)
 
     def member_log_probs(self, params, x: jax.Array, num_members: int) -> jax.Array:
         """log p_k(x) for the first `num_members` mask sets, (K, B), one set at a time."""

@@ -342,6 +342,7 @@ class NADE(GradientModel):
         computed (same values; see `conditional_logits`).
     """
 
+    name = "nade"
     main_metric = "train/loss"
     evaluation_fields = ("num_eval_orderings",)
     compute_dtypes = ("float32", "bfloat16")
@@ -381,12 +382,13 @@ class NADE(GradientModel):
             return jnp.arange(self.num_inputs)
         return jax.vmap(lambda key: jax.random.permutation(key, self.num_inputs))(keys)
 
-    def loss(self, params, extras, batch, keys):
+    def train_log_density(self, params, x, keys):
+        """log p(x) (B,) in the training orderings."""
         params = precision.cast_matrices(params, self.config.compute_dtype)
-        x = self._flat(batch["x"])
-        log_p = (
-            log_prob(params, x, self.training_orders(keys), self.pass_method) + batch["log_det"]
-        )  # (B,)
+        return log_prob(params, self._flat(x), self.training_orders(keys), self.pass_method)
+
+    def loss(self, params, extras, batch, keys):
+        log_p = self.train_log_density(params, batch["x"], keys) + batch["log_det"]  # (B,)
         nll = -log_p.mean()
         return nll, ({"train/bits_per_dim": objectives.bits_per_dim(nll, self.num_inputs)}, extras)
 

@@ -400,6 +400,7 @@ class PixelCNN(GradientModel):
         through the classes.
     """
 
+    name = "pixelcnn"
     main_metric = "train/loss"
     compute_dtypes = ("float32", "bfloat16")
 
@@ -526,6 +527,12 @@ class PixelCNN(GradientModel):
         log_p = self.log_prob_terms(params, x, labels).sum(axis=(1, 2, 3))
         chex.assert_shape(log_p, x.shape[:1])
         return log_p
+
+    def train_log_density(self, params, x, keys):
+        """log p(x) (B,), given class 0 for a class-conditional model."""
+        del keys
+        labels = None if self.num_classes is None else jnp.zeros(x.shape[0], jnp.int32)
+        return self.log_prob(params, x, labels)
 
     def loss(self, params, extras, batch, keys):
         del keys  # deterministic: the exact likelihood needs no sampling

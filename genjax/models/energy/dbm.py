@@ -303,6 +303,7 @@ class DBM(staged.StagedModel):
     biases, probabilities and chains; evaluation and sampling use the float32 parameters.
     """
 
+    name = "dbm"
     main_metric = "train/recon_error"
     evaluation_fields = (*common.EVALUATION_FIELDS, "eval_mean_field_iterations")
     sharded_extras = ("chains",)
@@ -423,6 +424,15 @@ class DBM(staged.StagedModel):
             "train/unnormalized_bound": mean_field_bound(frozen, v, mu1, mu2).mean(),
         }
         return loss, (metrics, extras)
+
+    def train_log_density(self, params, x, keys):
+        """The mean-field bound (B,) (up to log Z) after the training's mean-field iterations,
+        from the matrices in the compute dtype."""
+        del keys
+        params = cast_matrices(params, self.config.compute_dtype)
+        v = x.reshape((x.shape[0], -1))
+        mu1, mu2 = mean_field(params, v, self.config.model_config.mean_field_iterations)
+        return mean_field_bound(params, v, mu1, mu2)
 
     def evaluation_constants(self, state, key, final):
         progress = final and self.config.progress_bar and jax.process_index() == 0

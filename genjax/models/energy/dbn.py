@@ -199,6 +199,7 @@ class DBN(staged.StagedModel):
     the RBM family; evaluation and sampling use the float32 parameters.
     """
 
+    name = "dbn"
     main_metric = "train/recon_error"
     evaluation_fields = (*common.EVALUATION_FIELDS, "eval_bound_samples")
     stage_metrics = ("train/recon_error",)
@@ -266,6 +267,14 @@ class DBN(staged.StagedModel):
         trained = float(jax.device_get(state.extras["num_batches"])) > 0
         base = rbm_family.base_visible_bias(top, state.extras) if trained else None
         return common.rbm_log_partition(top, key, self.config.model_config, final, base, progress)
+
+    def train_log_density(self, params, x, keys):
+        """The bound's log weights (M, B) with M = eval_bound_samples (up to log Z), from the
+        matrices in the compute dtype."""
+        params = precision.cast_matrices(params, self.config.compute_dtype)
+        num_samples = self.config.model_config.eval_bound_samples
+        v = x.reshape((x.shape[0], -1))
+        return jax.vmap(lambda v, key: log_weights(params, key, v, num_samples))(v, keys).T
 
     def eval_step(self, state, batch, keys, final):
         del final  # the same per-example quantities; only log Z's settings differ

@@ -123,6 +123,7 @@ class RBM(GradientModel):
         per test example over `ais.default_betas(raise_betas)` (0 chains: off).
     """
 
+    name = "rbm"
     main_metric = "train/recon_error"
     evaluation_fields = (*common.EVALUATION_FIELDS, "raise_chains", "raise_betas")
     sharded_extras = ("chains",)
@@ -193,6 +194,12 @@ class RBM(GradientModel):
         if self.gaussian and not self.config.model_config.learn_sigma:
             return {**params, "log_sigma": jax.lax.stop_gradient(params["log_sigma"])}
         return params
+
+    def train_log_density(self, params, x, keys):
+        """-F(v) (B,), the unnormalized log density, from the matrices in the compute dtype."""
+        del keys
+        params = precision.cast_matrices(self._trainable(params), self.config.compute_dtype)
+        return -rbm.free_energy(params, x.reshape((x.shape[0], -1)))
 
     def loss(self, params, extras, batch, keys):
         mc = self.config.model_config

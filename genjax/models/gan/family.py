@@ -139,6 +139,7 @@ def pack_examples(x: jax.Array, pack: int) -> jax.Array:
 class GAN(Model):
     """GANs (`config.model = 'gan'`); see the module docstring."""
 
+    name = "gan"
     main_metric = "train/d_loss"
     compute_dtypes = ("float32", "bfloat16")
     likelihood_model = False
