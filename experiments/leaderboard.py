@@ -68,7 +68,7 @@ def main(argv):
             sample_quality_samples=_SAMPLE_QUALITY_SAMPLES.value,
             seed=_SEED.value,
         )
-        sweep.write_manifest(root, specs, description)
+        sweep.write_manifest(root, specs, description, add_runs=True)
     except sweep.SweepError as error:
         sys.exit(f"error: {error}")
     runnable = [spec for spec in specs if spec.name not in not_applicable]

@@ -50,7 +50,8 @@ Layout of a leaderboard root (`--workdir`, default runs/leaderboard):
 
   sweep.json                the manifest (`genjax.workbench.sweep.write_manifest`): a later launch
                             into the same root must select the same runs with the same dataset,
-                            budget and seed, and then resumes (finished runs are skipped)
+                            budget and seed, and then resumes (finished runs are skipped); a
+                            config that names a new row joins as a new run
   <run name>/               one `experiments.train` workdir per model, e.g. `vae/`, with
                             train.log (the process's output)
   leaderboard.md            the table, grouped by data kind and ranked within it by test NLL

@@ -443,10 +443,14 @@ def _spec_record(spec: RunSpec) -> dict:
     return json.loads(json.dumps(record))  # as it reads back from the file
 
 
-def write_manifest(root: str, specs: Sequence[RunSpec], description: Mapping) -> None:
+def write_manifest(
+    root: str, specs: Sequence[RunSpec], description: Mapping, add_runs: bool = False
+) -> None:
     """Writes `root/sweep.json` (atomically), or checks that an existing one describes the same
     sweep: the same runs (in any order), each with the same config file and variant, overrides
-    and labels.
+    and labels. With `add_runs` (the leaderboard, which grows a row with each new family), the
+    runs may also include new ones, which are added to the manifest; every saved run must still
+    be among them, unchanged.
     Config files are recorded by `repo_config`; a manifest's absolute path inside this
     repository (as earlier versions recorded the leaderboard's) matches its relative form.
 
@@ -464,8 +468,15 @@ def write_manifest(root: str, specs: Sequence[RunSpec], description: Mapping) ->
         for run in saved_runs:
             if "config" in run:  # saved relative paths are relative to the repository
                 run["config"] = repo_config(run["config"], base=REPO_ROOT)
-        if _by_name(saved_runs) != _by_name(runs):  # the same runs, in any order
+        saved_names = {run["name"] for run in saved_runs}
+        kept = [run for run in runs if run["name"] in saved_names] if add_runs else runs
+        if _by_name(saved_runs) != _by_name(kept):  # the same runs, in any order
             raise SweepError(f"{path} describes another sweep: {_difference(saved_runs, runs)}")
+        if len(kept) < len(runs):
+            with open(path) as f:
+                manifest = json.load(f)
+            added = [run for run in runs if run["name"] not in saved_names]
+            write_json_atomic(path, {**manifest, "runs": manifest["runs"] + added})
         return
     if os.path.isdir(root) and os.listdir(root):
         raise SweepError(

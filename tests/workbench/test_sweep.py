@@ -234,6 +234,26 @@ def test_run_command_round_trips_through_ml_collections_flags(tmp_path):
 # --- manifest and resume ---------------------------------------------------------------------
 
 
+def test_a_manifest_that_may_grow_adds_new_runs_and_still_refuses_changed_ones(config, tmp_path):
+    """`add_runs` (the leaderboard's): new runs join the manifest; a changed or a missing
+    saved run is refused as before, and nothing is written then."""
+    grid = sweep.parse_grid(config, ["num_importance_samples=1,2"])
+    root = str(tmp_path / "sweep")
+    two = sweep.grid_runs("configs/vae.py:tiny", config, grid, range(1))
+    sweep.write_manifest(root, two, {"note": "first"}, add_runs=True)
+    four = sweep.grid_runs("configs/vae.py:tiny", config, grid, range(2))
+    sweep.write_manifest(root, four, {}, add_runs=True)
+    manifest = json.loads(Path(root, sweep.MANIFEST_FILE).read_text())
+    assert sorted(run["name"] for run in manifest["runs"]) == sorted(spec.name for spec in four)
+    assert manifest["description"] == {"note": "first"}
+    changed = sweep.grid_runs("configs/vae.py:tiny", config, grid, range(2), [("num_steps", 5)])
+    for other in (changed, four[:1]):
+        before = Path(root, sweep.MANIFEST_FILE).read_bytes()
+        with pytest.raises(sweep.SweepError, match="describes another sweep"):
+            sweep.write_manifest(root, other, {}, add_runs=True)
+        assert Path(root, sweep.MANIFEST_FILE).read_bytes() == before
+
+
 def test_manifest_refuses_another_sweep_and_keeps_the_old_one(config, tmp_path):
     grid = sweep.parse_grid(config, ["num_importance_samples=1,2"])
     specs = sweep.grid_runs("configs/vae.py:tiny", config, grid, range(2))
