@@ -264,6 +264,13 @@ def has_density(name: str) -> bool:
     return name in DENSITY_NAMES
 
 
+def density_name(dataset: str) -> str | None:
+    """'8gaussians' for the dataset 'toy2d/8gaussians' when that density is known in closed
+    form; None for any other dataset."""
+    name = dataset.removeprefix("toy2d/")
+    return name if dataset.startswith("toy2d/") and has_density(name) else None
+
+
 def _check_has_density(name: str) -> None:
     _check_name(name, TOY2D_NAMES, "toy2d name")
     if name not in DENSITY_NAMES:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.data import toy2d
 from genjax.objectives import bits_per_dim, iwae_bound
 
 
@@ -65,6 +66,26 @@ def summarize_log_likelihood(
         "nll_estimator": estimator,
         f"num_{split}_examples": num,
     }
+
+
+def summarize_exact_likelihood(
+    log_likelihood: np.ndarray, num_dims: int, toy_name: str | None, final: bool
+) -> dict:
+    """The summary of a family with an exact likelihood: `summarize_log_likelihood`'s fields
+    (estimator 'exact'), and on a toy2d density known in closed form (`toy_name`) its entropy
+    and `entropy_gap_nats`, the NLL above it. `final=False` gives the monitoring subset: `nll`,
+    `bits_per_dim` and `entropy_gap`."""
+    summary = summarize_log_likelihood(log_likelihood, num_dims, "exact")
+    if toy_name is not None:
+        entropy, entropy_stderr = toy2d.entropy(toy_name)
+        summary["entropy_nats"], summary["entropy_stderr"] = entropy, entropy_stderr
+        summary["entropy_gap_nats"] = summary["test_nll_nats"] - entropy
+    if final:
+        return summary
+    monitor = {"nll": summary["test_nll_nats"], "bits_per_dim": summary["test_bits_per_dim"]}
+    if "entropy_gap_nats" in summary:
+        monitor["entropy_gap"] = summary["entropy_gap_nats"]
+    return monitor
 
 
 def active_units(posterior_means: np.ndarray, threshold: float = 1e-2) -> int:

@@ -35,7 +35,7 @@ import numpy as np
 
 from genjax import objectives
 from genjax.data import toy2d
-from genjax.evaluate.likelihood import summarize_log_likelihood
+from genjax.evaluate.likelihood import summarize_exact_likelihood
 from genjax.flows import autoregressive, coupling, glow, planar
 from genjax.flows.bijector import Bijector
 from genjax.flows.coupling import COUPLINGS, SCALES
@@ -48,14 +48,6 @@ ARCHITECTURES = ("realnvp", "glow", "maf", "planar", "radial")
 FORWARD_ONLY = ("planar", "radial")
 INVERTIBLE = tuple(name for name in ARCHITECTURES if name not in FORWARD_ONLY)
 OBJECTIVES = ("max_likelihood", "reverse_kl")
-
-
-def _toy_name(dataset: str) -> str | None:
-    """'8gaussians' for 'toy2d/8gaussians' when that density is known in closed form."""
-    if not dataset.startswith("toy2d/"):
-        return None
-    name = dataset.removeprefix("toy2d/")
-    return name if toy2d.has_density(name) else None
 
 
 class FlowModel(GradientModel):
@@ -125,7 +117,7 @@ class FlowModel(GradientModel):
                 f"architecture={mc.architecture!r}: planar and radial flows have no networks to "
                 f"compute in it; use compute_dtype='float32' (or one of {INVERTIBLE})."
             )
-        if mc.objective == "reverse_kl" and _toy_name(config.dataset) is None:
+        if mc.objective == "reverse_kl" and toy2d.density_name(config.dataset) is None:
             raise ValueError(
                 f"config.model_config.objective='reverse_kl' needs a known target density: "
                 f"config.dataset={config.dataset!r}; allowed: "
@@ -147,7 +139,7 @@ class FlowModel(GradientModel):
                 "needs config.preprocess.dequantize=True: a density on unjittered discrete "
                 "values is unbounded."
             )
-        self.toy_name = _toy_name(spec.name)
+        self.toy_name = toy2d.density_name(spec.name)
         dtype = jnp.dtype(config.compute_dtype)
         self.flow = Flow(build_bijector(mc, spec.example_shape, dtype), spec.example_shape)
         self.init_batch_size = mc.init_examples if mc.architecture == "glow" else 0
@@ -200,17 +192,9 @@ class FlowModel(GradientModel):
             terms = np.asarray(outputs["reverse_kl"], np.float64)
             stderr = float(np.std(terms, ddof=1) / np.sqrt(len(terms)))
             return {"reverse_kl_nats": float(np.mean(terms)), "reverse_kl_stderr": stderr}
-        summary = summarize_log_likelihood(outputs["log_likelihood"], self.spec.num_dims, "exact")
-        if self.toy_name is not None:
-            entropy, entropy_stderr = toy2d.entropy(self.toy_name)
-            summary["entropy_nats"], summary["entropy_stderr"] = entropy, entropy_stderr
-            summary["entropy_gap_nats"] = summary["test_nll_nats"] - entropy
-        if final:
-            return summary
-        monitor = {"nll": summary["test_nll_nats"], "bits_per_dim": summary["test_bits_per_dim"]}
-        if "entropy_gap_nats" in summary:
-            monitor["entropy_gap"] = summary["entropy_gap_nats"]
-        return monitor
+        return summarize_exact_likelihood(
+            outputs["log_likelihood"], self.spec.num_dims, self.toy_name, final
+        )
 
     def sample(self, state, key, num):
         return self.flow.apply(state.params, key, num, method=Flow.sample)

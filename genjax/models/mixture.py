@@ -41,7 +41,7 @@ from genjax import objectives
 from genjax.core.parallel import DATA_AXIS
 from genjax.core.state import TrainState
 from genjax.data import toy2d
-from genjax.evaluate.likelihood import summarize_log_likelihood
+from genjax.evaluate.likelihood import summarize_exact_likelihood
 from genjax.models import checks
 from genjax.models.base import Model
 
@@ -181,11 +181,6 @@ def step_size(step: jax.Array, alpha: float) -> jax.Array:
     return (step.astype(jnp.float32) + 2.0) ** (-alpha)
 
 
-def _toy_name(dataset: str) -> str | None:
-    name = dataset.removeprefix("toy2d/")
-    return name if dataset.startswith("toy2d/") and toy2d.has_density(name) else None
-
-
 # ---------------------------------------------------------------------------------------------
 # The family.
 
@@ -249,7 +244,7 @@ class Mixture(Model):
             )
         self.num_dims = spec.num_dims
         self.init_batch_size = mc.init_examples
-        self.toy_name = _toy_name(spec.name)
+        self.toy_name = toy2d.density_name(spec.name)
 
     def make_optimizer(self) -> optax.GradientTransformation:
         return optax.identity()  # EM: the parameters are set, not descended
@@ -309,23 +304,18 @@ class Mixture(Model):
         return {"log_likelihood": log_p + batch["log_det"]}
 
     def summarize(self, outputs, final, constants):
-        summary = summarize_log_likelihood(outputs["log_likelihood"], self.num_dims, "exact")
+        summary = summarize_exact_likelihood(
+            outputs["log_likelihood"], self.num_dims, self.toy_name, final
+        )
+        if not final:
+            return summary
         # How many components EM kept in use: those above 1e-3 of the mass, and the
         # perplexity of the weights (K when they are uniform).
         weights = np.asarray(constants["weights"], np.float64)
         summary["components_above_1e-3"] = int(np.sum(weights > 1e-3))
         positive = weights[weights > 0]
         summary["weight_perplexity"] = float(np.exp(-np.sum(positive * np.log(positive))))
-        if self.toy_name is not None:
-            entropy, entropy_stderr = toy2d.entropy(self.toy_name)
-            summary["entropy_nats"], summary["entropy_stderr"] = entropy, entropy_stderr
-            summary["entropy_gap_nats"] = summary["test_nll_nats"] - entropy
-        if final:
-            return summary
-        monitor = {"nll": summary["test_nll_nats"], "bits_per_dim": summary["test_bits_per_dim"]}
-        if "entropy_gap_nats" in summary:
-            monitor["entropy_gap"] = summary["entropy_gap_nats"]
-        return monitor
+        return summary
 
     def sample(self, state, key, num):
         """Ancestral: a component k ~ pi, then x ~ p_k."""
