@@ -234,6 +234,7 @@ def test_samples_follow_the_mixture():
     np.testing.assert_allclose(np.cov(x.T), cov, rtol=0.03, atol=0.03)
 
 
+@pytest.mark.slow
 def test_tiny_configs_train_and_report_the_exact_nll(tmp_path):
     for variant in ("tiny", "toy,tiny"):
         workdir = str(tmp_path / variant)

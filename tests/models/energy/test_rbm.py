@@ -304,6 +304,7 @@ def test_tiny_rbm_end_to_end_exact_and_ais(tmp_path):
     assert samples.shape == (8, 8, 8, 1) and 0 <= samples.min() and samples.max() <= 1
 
 
+@pytest.mark.slow
 def test_grbm_on_toy_data(tmp_path):
     from configs import grbm
     from genjax.train import train_and_evaluate

@@ -308,7 +308,8 @@ def test_standing_statistics_are_the_ema_generators_own_batch_statistics():
     [
         pytest.param(gan, "wgan_gp,tiny", marks=pytest.mark.slow),
         pytest.param(dcgan, "tiny", marks=pytest.mark.slow),
-        (acgan, "tiny"),  # the image path, conditioning and the classifier features
+        # the image path, conditioning and the classifier features
+        pytest.param(acgan, "tiny", marks=pytest.mark.slow),
     ],
 )
 def test_tiny_configs_train_and_report_sample_quality(tmp_path, module, variant):
