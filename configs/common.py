@@ -52,6 +52,15 @@ def apply_tiny(config: ml_collections.ConfigDict) -> None:
     config.progress_bar = False
 
 
+def apply_tiny_keeping_toy2d(config: ml_collections.ConfigDict) -> None:
+    """`apply_tiny`, except that a toy2d dataset chosen before (`toy,tiny`) is kept, with
+    evaluation on 1,000 points and 500 samples."""
+    dataset = config.dataset
+    apply_tiny(config)
+    if dataset.startswith("toy2d/"):
+        config.dataset, config.eval_batch_size, config.num_samples = dataset, 1000, 500
+
+
 def apply_variants(
     config: ml_collections.ConfigDict, arg: str | None, variants: Mapping[str, Variant]
 ) -> None:

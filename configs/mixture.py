@@ -48,10 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _tiny(config: ml_collections.ConfigDict) -> None:
-    dataset = config.dataset
-    common.apply_tiny(config)
-    if dataset.startswith("toy2d/"):
-        config.dataset, config.eval_batch_size, config.num_samples = dataset, 1000, 500
+    common.apply_tiny_keeping_toy2d(config)
     config.model_config.num_components = 4
     config.model_config.init_examples = 100
 

@@ -60,10 +60,7 @@ def flow_config(architecture: str, **fields) -> ml_collections.ConfigDict:
 
 def apply_tiny(config: ml_collections.ConfigDict) -> None:
     """`common.apply_tiny` and a small flow; a toy2d dataset chosen before is kept."""
-    dataset = config.dataset
-    common.apply_tiny(config)
-    if dataset.startswith("toy2d/"):
-        config.dataset, config.eval_batch_size, config.num_samples = dataset, 1000, 500
+    common.apply_tiny_keeping_toy2d(config)
     mc = config.model_config
     mc.num_layers, mc.hidden_features, mc.num_hidden_layers, mc.init_examples = 2, 8, 1, 64
 

@@ -464,17 +464,18 @@ def write_manifest(
     runs = [_spec_record(spec) for spec in specs]
     if os.path.exists(path):
         with open(path) as f:
-            saved_runs = json.load(f).get("runs", [])
-        for run in saved_runs:
-            if "config" in run:  # saved relative paths are relative to the repository
-                run["config"] = repo_config(run["config"], base=REPO_ROOT)
+            manifest = json.load(f)
+        saved_runs = [  # saved relative config paths are relative to the repository
+            {**run, "config": repo_config(run["config"], base=REPO_ROOT)}
+            if "config" in run
+            else run
+            for run in manifest.get("runs", [])
+        ]
         saved_names = {run["name"] for run in saved_runs}
         kept = [run for run in runs if run["name"] in saved_names] if add_runs else runs
         if _by_name(saved_runs) != _by_name(kept):  # the same runs, in any order
             raise SweepError(f"{path} describes another sweep: {_difference(saved_runs, runs)}")
         if len(kept) < len(runs):
-            with open(path) as f:
-                manifest = json.load(f)
             added = [run for run in runs if run["name"] not in saved_names]
             write_json_atomic(path, {**manifest, "runs": manifest["runs"] + added})
         return
