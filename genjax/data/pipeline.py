@@ -379,6 +379,18 @@ class Dataset:
         sample-quality metrics score every model's samples against."""
         return self.preprocessor.intensities(self._splits[split]["x"])
 
+    def labelled_batches(self, split: str, batch_size: int) -> Iterator[dict]:
+        """Every example of `split` in order, preprocessed as `eval_batches` preprocesses them
+        (random steps seeded by the split), in batches of up to `batch_size`, whole in every
+        process: `x` (model space) and `label`. For host-side evaluations over a whole split
+        (a linear probe)."""
+        num_examples = len(self._splits[split]["label"])
+        rng = np.random.default_rng([self.seed, 2, _SPLIT_IDS[split]])
+        for start in range(0, num_examples, batch_size):
+            indices = np.arange(start, min(start + batch_size, num_examples))
+            batch = self._batch(split, indices, rng)
+            yield {"x": batch["x"], "label": batch["label"]}
+
     def eval_batches(self, split: str, global_batch_size: int) -> Iterator[dict]:
         """One deterministic pass over a split, padded to whole batches.
 

@@ -47,6 +47,15 @@ def chunked_iwae_log_likelihood(
     return iwae_bound(log_w, axis=0), jnp.mean(log_w, axis=0)
 
 
+def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
+    """The mean of per-example values (N,) and its standard error std / sqrt(N) (NaN for
+    N = 1), in float64."""
+    values = np.asarray(values, np.float64)
+    num = len(values)
+    stderr = float(np.std(values, ddof=1) / np.sqrt(num)) if num > 1 else float("nan")
+    return float(np.mean(values)), stderr
+
+
 def summarize_log_likelihood(
     log_likelihood: np.ndarray, num_dims: int, estimator: str, split: str = "test"
 ) -> dict:
@@ -55,10 +64,9 @@ def summarize_log_likelihood(
     Returns `{split}_nll_nats` (mean negative log-likelihood), `{split}_nll_stderr` (its
     standard error over examples), `{split}_bits_per_dim`, `nll_estimator` and the count.
     """
-    log_likelihood = np.asarray(log_likelihood, np.float64)
     num = len(log_likelihood)
-    nll = float(-np.mean(log_likelihood))
-    stderr = float(np.std(log_likelihood, ddof=1) / np.sqrt(num)) if num > 1 else float("nan")
+    mean_log_likelihood, stderr = mean_and_stderr(log_likelihood)
+    nll = -mean_log_likelihood
     return {
         f"{split}_nll_nats": nll,
         f"{split}_nll_stderr": stderr,

@@ -32,9 +32,13 @@ def new_figure(num_rows: int = 1, num_cols: int = 1) -> Figure:
     return figure
 
 
-def save_figure(figure: Figure, path: str | os.PathLike) -> None:
-    """Writes ``figure`` to ``path`` as a PNG, atomically."""
-    util.write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=_DPI))
+def save_figure(figure: Figure, path: str | os.PathLike, tight: bool = False) -> None:
+    """Writes ``figure`` to ``path`` as a PNG, atomically; ``tight`` crops (or grows) the
+    canvas to what is drawn, labels outside the axes included."""
+    bbox = "tight" if tight else None
+    util.write_atomically(
+        path, lambda file: figure.savefig(file, format="png", dpi=_DPI, bbox_inches=bbox)
+    )
 
 
 def _as_nhwc(images: np.ndarray) -> np.ndarray:
@@ -178,7 +182,7 @@ def save_image_rows(
             spine.set_visible(False)
     if title:
         figure.suptitle(title)
-    save_figure(figure, path)
+    save_figure(figure, path, tight=True)  # the row labels sit left of the axes
 
 
 def _check_points_2d(points: np.ndarray, name: str) -> np.ndarray:

@@ -11,6 +11,8 @@ The trainer (`genjax.train.loop`) knows models only through this interface:
     samples = model.sample(state, key, num)                   # (num, *example_shape)
     labels = model.sample_labels(num)                         # None, or (num,) for conditional
     filters = model.first_layer_filters(state)                # None, or (N, *example_shape)
+    figures = model.figures(state, key, test_x, to_unit)      # {file name: writer(path)}
+    codes = model.features(state, x)                          # None, or (B, F) for a probe
 
 Per-device functions run inside `jax.shard_map` over the mesh axis 'data' (see
 `genjax.core.parallel`); they see their slice of the batch and reduce with
@@ -20,6 +22,7 @@ Per-device functions run inside `jax.shard_map` over the mesh axis 'data' (see
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -162,6 +165,25 @@ class Model(abc.ABC):
         `MAX_FILTERS` hidden units' incoming weights, which the trainer saves as
         `filters.png` at the end of training; None (the default) for none."""
         del state
+        return None
+
+    def figures(
+        self, state: TrainState, key: jax.Array, test_x: jax.Array, to_unit: Callable
+    ) -> dict[str, Callable[[str], None]]:
+        """The family's own end-of-training figures: {file name: a function writing that PNG
+        to the path it is given} (e.g. reconstructions next to their inputs). `test_x`
+        (N, *example_shape) holds the first N test examples in model space; `to_unit` maps
+        model space to the unit-interval data space for plotting. Called once on the host
+        with the final state; the default has none."""
+        del state, key, test_x, to_unit
+        return {}
+
+    def features(self, state: TrainState, x: jax.Array) -> jax.Array | None:
+        """A representation of x (B, *example_shape) -> (B, F) (an autoencoder's code) that
+        the final evaluation scores with a linear probe on labelled data
+        (`genjax.evaluate.probe`, eval.json's `probe_accuracy` beside `probe_pixels_accuracy`);
+        None (the default) for none."""
+        del state, x
         return None
 
     def train_log_density(self, params, x: jax.Array, keys: jax.Array) -> jax.Array | None:

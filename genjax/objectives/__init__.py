@@ -1,6 +1,15 @@
 """Pure loss, bound, gradient-estimator and likelihood functions over arrays (no Flax
 modules)."""
 
+from genjax.objectives.autoencoding import (
+    CORRUPTIONS,
+    RECONSTRUCTIONS,
+    corrupt,
+    kl_sparsity_penalty,
+    l1_penalty,
+    reconstruction_nll,
+    squared_error,
+)
 from genjax.objectives.estimators import (
     ESTIMATORS,
     BiasedEstimatorWarning,
@@ -47,6 +56,13 @@ from genjax.objectives.vi import (
 )
 
 __all__ = [
+    "CORRUPTIONS",
+    "RECONSTRUCTIONS",
+    "corrupt",
+    "kl_sparsity_penalty",
+    "l1_penalty",
+    "reconstruction_nll",
+    "squared_error",
     "ESTIMATORS",
     "BiasedEstimatorWarning",
     "check_estimator_for_bound",

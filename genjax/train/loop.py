@@ -4,7 +4,8 @@
 
 Everything a run writes lives in `workdir`: `config.json`, `checkpoints/`, `metrics.jsonl`,
 `tensorboard/`, `samples/*.png`, `loss_curves.png`, `eval.json` and, for families with
-first-layer filters (RBM, DBN, DBM on images), `filters.png`.
+first-layer filters (RBM, DBN, DBM on images), `filters.png`, and the family's own figures
+(`Model.figures`: reconstructions, chains).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from genjax import models
 from genjax.core import parallel, util
 from genjax.core.util import write_json_atomic
 from genjax.data import load_dataset, toy2d
-from genjax.evaluate import likelihood, plots, sample_scorer
+from genjax.evaluate import likelihood, plots, probe, sample_scorer
 from genjax.train import config as config_lib
 from genjax.train import lock, preemption
 from genjax.train.checkpoint import Checkpointer
@@ -35,6 +36,8 @@ EVAL_FILE = "eval.json"
 # evaluation's own numbers; a re-evaluation of the same step keeps them.
 TRAINING_RECORD = ("train_seconds", "max_train_seconds", "stopped_by", "train_machine")
 FILTERS_FILE = "filters.png"
+# Test examples handed to `Model.figures` (reconstructions and the like).
+FIGURE_EXAMPLES = 16
 # fold_in values of the evaluation key streams (per-example keys, and once-per-evaluation
 # constants); train steps fold in their step (< 2**31 - 2).
 _EVAL_STREAM = 2**31 - 1
@@ -146,12 +149,42 @@ class Experiment:
             chunks.append({name: np.asarray(value)[keep] for name, value in outputs.items()})
         outputs = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
         summary = self.model.summarize(outputs, final, constants)
+        if final:
+            summary.update(self.linear_probe(state))
         if self.config.sample_quality_samples:
             summary.update(self.sample_quality(state, progress=final))
         if final and "test_nll_nats" in summary:
             dequantized = bool(self.config.preprocess.dequantize)
             summary.update(likelihood.data_space_fields(summary, self.spec, dequantized))
         return summary
+
+    def linear_probe(self, state) -> dict:
+        """For a family with `features` on labelled data: the test accuracy of a logistic
+        regression fitted on the training split's features (`probe_accuracy`) and of the same
+        probe on the model-space inputs (`probe_pixels_accuracy`); {} otherwise."""
+        features_fn = jax.jit(self.model.features)
+        if (
+            self.spec.num_classes is None
+            or jax.eval_shape(features_fn, state, self._example_x) is None
+        ):
+            return {}
+        inputs, features, labels = {}, {}, {}
+        for split in ("train", "test"):
+            batches = list(self.dataset.labelled_batches(split, self.config.eval_batch_size))
+            inputs[split] = np.concatenate([batch["x"] for batch in batches])
+            features[split] = np.concatenate(
+                [np.asarray(features_fn(state, batch["x"])) for batch in batches]
+            )
+            labels[split] = np.concatenate([batch["label"] for batch in batches])
+        seed = self.config.seed
+        return {
+            "probe_accuracy": probe.linear_probe_accuracy(
+                features["train"], labels["train"], features["test"], labels["test"], seed=seed
+            ),
+            "probe_pixels_accuracy": probe.linear_probe_accuracy(
+                inputs["train"], labels["train"], inputs["test"], labels["test"], seed=seed
+            ),
+        }
 
     def sample(self, state, num: int | None = None, seed: int = 0) -> np.ndarray:
         """Samples from the model, mapped back to the data's unit-interval space."""
@@ -480,6 +513,7 @@ def final_evaluation(
         _save_step_samples(experiment, state, workdir, results["step"])
         _save_density_plot(experiment, state, workdir)
         _save_filters(experiment, state, workdir)
+        _save_family_figures(experiment, state, workdir)
         metrics_path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(metrics_path):
             plots.save_loss_curves(metrics_path, os.path.join(workdir, "loss_curves.png"))
@@ -503,6 +537,16 @@ def _save_filters(experiment: Experiment, state, workdir: str) -> None:
     filters = experiment.model.first_layer_filters(state)
     if filters is not None:
         plots.save_filter_grid(np.asarray(filters), os.path.join(workdir, FILTERS_FILE))
+
+
+def _save_family_figures(experiment: Experiment, state, workdir: str) -> None:
+    """The family's own figures (`Model.figures`), on the first `FIGURE_EXAMPLES` test
+    examples."""
+    test_x = next(experiment.dataset.eval_batches("test", FIGURE_EXAMPLES))["x"]
+    key = jax.random.fold_in(jax.random.fold_in(state.key, _EVAL_STREAM), 2)
+    figures = experiment.model.figures(state, key, test_x, experiment.dataset.preprocessor.to_unit)
+    for file_name, write in figures.items():
+        write(os.path.join(workdir, file_name))
 
 
 def _save_density_plot(experiment: Experiment, state, workdir: str) -> None:

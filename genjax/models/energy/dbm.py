@@ -9,7 +9,7 @@ h1 | v, h2, then (v, h2) | h1 (`gibbs_sweep`). Summing out v and h2 leaves an RB
 log Z of that RBM: exact by enumerating h1, or AIS on h1 with v and h2 summed out, as
 Salakhutdinov & Hinton (2009, section 3.2) do.
 
-Training (one trainer run, three stages; see `genjax.models.energy.staged`):
+Training (one trainer run, three stages; see `genjax.models.staged`):
   1. layer 1 as an RBM with doubled visibles, concat(v, v) with tied weights [W1; W1], so
      p(h1 | v) = sigmoid(2 W1^T v + b_h1) and p(v | h1) = sigmoid(W1 h1 + b_v)
      (`doubled_visible_rbm`), by CD-k;
@@ -51,8 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.models import checks
-from genjax.models.energy import common, rbm, rbm_family, staged
+from genjax.models import checks, staged
+from genjax.models.energy import common, rbm, rbm_family
 from genjax.nn.precision import cast_matrices, product
 
 BOUND_NAME = "dbm-mean-field-bound"

@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.models import checks
-from genjax.models.energy import common, rbm, rbm_family, staged
+from genjax.models import checks, staged
+from genjax.models.energy import common, rbm, rbm_family
 from genjax.nn import precision
 
 BOUND_NAME = "dbn-variational-bound"

@@ -13,7 +13,8 @@ from scipy.special import logsumexp
 
 from configs import dbn as dbn_configs
 from genjax.data.pipeline import DataSpec
-from genjax.models.energy import dbn, rbm, staged
+from genjax.models import staged
+from genjax.models.energy import dbn, rbm
 from genjax.train import ConfigError, Experiment, load_state, train_and_evaluate, validate
 
 SPEC = DataSpec("test", (3, 4, 1), 10, 10, None, 2, True, (0.0, 1.0))

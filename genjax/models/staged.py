@@ -130,13 +130,20 @@ class StagedModel(Model):
         """The stages of a run of `config`, in training order."""
 
     @classmethod
+    def stage_steps_for(cls, config, stages: tuple[Stage, ...]) -> tuple[int, ...]:
+        """The stages' lengths: `config.model_config.stage_steps`, checked
+        (`check_stage_steps`); a family whose stage count varies may override this (one stage:
+        `(config.num_steps,)`)."""
+        return check_stage_steps(config, stages)
+
+    @classmethod
     def validate_config(cls, config) -> None:
-        """Checks `config.model_config.stage_steps`; subclasses call this after their checks."""
-        check_stage_steps(config, cls.stages_for(config))
+        """Checks the stages' lengths; subclasses call this after their checks."""
+        cls.stage_steps_for(config, cls.stages_for(config))
 
     def __init__(self, config, spec):
         self.stages = self.stages_for(config)
-        self.stage_steps = check_stage_steps(config, self.stages)
+        self.stage_steps = self.stage_steps_for(config, self.stages)
         super().__init__(config, spec)
 
     def weight_decay_mask(self):
