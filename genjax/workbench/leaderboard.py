@@ -31,13 +31,14 @@ evaluation writes each run's eval.json (test NLL with its estimator, Fréchet di
 precision/recall of the samples, the steps reached and the training time) and its final samples
 grid.
 
-Left out: the Hopfield network (`configs/hopfield.py`) is an associative memory: it has no
-likelihood and no generative sampler whose samples could be scored, so it has nothing to put in
-either column. `configs/grbm.py`, `configs/planar.py` and `configs/gan.py` default to 2-D toy
-densities (a Gaussian-Bernoulli RBM with an exact log Z, reverse-KL flows that need a known
-target density, the mode-collapse benchmark), not images. `configs/wgan_gp.py`,
-`configs/cgan.py` and `configs/acgan.py` are other losses and conditioning of the GAN family,
-which DCGAN represents. `--models=vae,iwae` picks entries by run name (the config file's stem).
+Left out: sparse coding (`NOT_RANKED`, with the reason) and the Hopfield network
+(`configs/hopfield.py`), an associative memory: it has no likelihood and no generative sampler
+whose samples could be scored, so it has nothing to put in either column.
+`configs/grbm.py`, `configs/planar.py` and `configs/gan.py` default to 2-D toy densities (a
+Gaussian-Bernoulli RBM with an exact log Z, reverse-KL flows that need a known target density,
+the mode-collapse benchmark), not images. `configs/wgan_gp.py`, `configs/cgan.py` and
+`configs/acgan.py` are other losses and conditioning of the GAN family, which DCGAN represents.
+`--models=vae,iwae` picks entries by run name (the config file's stem).
 
 A config that cannot run on the chosen dataset is not an error for the leaderboard: it is
 listed as "not applicable" with the trainer's message and not trained. The trainer's own checks
@@ -87,6 +88,11 @@ JSON_FILE = "leaderboard.json"
 FIGURE_FILE = "leaderboard_samples.png"
 NOT_APPLICABLE = "not applicable"
 NO_LIKELIHOOD = "none (no likelihood)"
+# Registered families with no leaderboard row, and why (every other family names one).
+NOT_RANKED = {
+    "sparse_coding": "a dictionary of image patches: no likelihood, and its samples are "
+    "independent patches tiled into an image, with no image-level structure to score",
+}
 # Data kinds in table order: NLLs compare only within one kind.
 DATA_KINDS = ("binarized", "dequantized", "[0, 1] intensities", "[-1, 1] intensities")
 # The columns of leaderboard.csv / the keys of each row, in order.
