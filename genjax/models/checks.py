@@ -89,3 +89,24 @@ def require_binary(spec, setting: str, alternative: str = "") -> None:
         f"{setting} needs binary data: set config.preprocess.binarize to 'dynamic' or 'fixed'"
         f"{other} (config.dataset={spec.name!r} is not binarized)."
     )
+
+
+def check_importance_sampling(mc) -> None:
+    """The importance-sampling fields of a latent-variable family (VAE, Helmholtz machine):
+    `num_importance_samples` (K in training), `eval_importance_samples` (K of the final test
+    estimate), computed in chunks of `eval_chunk_size` that divide it, and
+    `monitor_importance_samples` (K of the monitoring estimate), all positive integers."""
+    check_positive_ints(
+        mc,
+        (
+            "num_importance_samples",
+            "eval_importance_samples",
+            "eval_chunk_size",
+            "monitor_importance_samples",
+        ),
+    )
+    if mc.eval_importance_samples % mc.eval_chunk_size:
+        raise ValueError(
+            f"config.model_config.eval_importance_samples={mc.eval_importance_samples} must "
+            f"be a multiple of config.model_config.eval_chunk_size={mc.eval_chunk_size}."
+        )

@@ -569,20 +569,7 @@ class VAE(GradientModel):
         sizes = [s for layer in mc.hidden_sizes for s in layer] + list(mc.latent_sizes)
         if any(int(s) <= 0 for s in sizes):
             raise ValueError(f"config.model_config sizes must be positive, got {sizes}.")
-        checks.check_positive_ints(
-            mc,
-            (
-                "num_importance_samples",
-                "eval_importance_samples",
-                "eval_chunk_size",
-                "monitor_importance_samples",
-            ),
-        )
-        if mc.eval_importance_samples % mc.eval_chunk_size:
-            raise ValueError(
-                f"config.model_config.eval_importance_samples={mc.eval_importance_samples} must "
-                f"be a multiple of config.model_config.eval_chunk_size={mc.eval_chunk_size}."
-            )
+        checks.check_importance_sampling(mc)
         cls._validate_flow(mc)
         cls._validate_estimator(config)
 

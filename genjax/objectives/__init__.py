@@ -17,6 +17,7 @@ from genjax.objectives.estimators import (
     dreg_surrogate,
     learning_signal,
     score_function_surrogate,
+    value_with_gradient_of,
     vimco_learning_signals,
     vimco_surrogate,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "dreg_surrogate",
     "learning_signal",
     "score_function_surrogate",
+    "value_with_gradient_of",
     "vimco_learning_signals",
     "vimco_surrogate",
     "GAN_LOSSES",

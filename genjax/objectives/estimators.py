@@ -141,7 +141,7 @@ def check_estimator_for_bound(
         )
 
 
-def _value_with_gradient_of(value: jax.Array, surrogate: jax.Array) -> jax.Array:
+def value_with_gradient_of(value: jax.Array, surrogate: jax.Array) -> jax.Array:
     """Returns ``value`` in the forward pass and the gradient of ``surrogate`` in the backward.
 
     sg(value) + (surrogate - sg(surrogate)): the bracket is exactly zero for finite inputs, and
@@ -195,7 +195,7 @@ def dreg_surrogate(log_w_encoder: jax.Array, log_w_decoder: jax.Array, axis: int
         jnp.square(normalized_weights) * log_w_encoder + normalized_weights * log_w_decoder,
         axis=axis,
     )  # (B,)
-    return _value_with_gradient_of(bound, gradient_carrier)
+    return value_with_gradient_of(bound, gradient_carrier)
 
 
 def learning_signal(log_w: jax.Array, objective: str = "iwae", axis: int = 0) -> jax.Array:
@@ -262,7 +262,7 @@ def score_function_surrogate(
     else:
         centered_signal = jax.lax.stop_gradient(jnp.expand_dims(bound, axis)) - baseline  # (1, B)
         score_term = jnp.sum(centered_signal * log_q, axis=axis)
-    return _value_with_gradient_of(bound, score_term + bound)
+    return value_with_gradient_of(bound, score_term + bound)
 
 
 def vimco_learning_signals(log_w: jax.Array, axis: int = 0) -> jax.Array:
@@ -331,4 +331,4 @@ def vimco_surrogate(log_w: jax.Array, log_q: jax.Array, axis: int = 0) -> jax.Ar
     _check_log_w_and_log_q(log_w, log_q, axis)
     signals = vimco_learning_signals(log_w, axis=axis)  # (K, B), no gradient
     bound = vi.iwae_bound(log_w, axis=axis)  # (B,)
-    return _value_with_gradient_of(bound, jnp.sum(signals * log_q, axis=axis) + bound)
+    return value_with_gradient_of(bound, jnp.sum(signals * log_q, axis=axis) + bound)

@@ -48,6 +48,27 @@ def test_rbm_judge_needs_every_longer_chain_two_standard_errors_better():
     assert findings._judge_rbm(_rbm_rows([100.0, 101.0, 99.0, 100.5]), {})[0] == "did not hold"
 
 
+def _helmholtz_rows(wake_sleep, rws, vimco):
+    """Finished rows, one per seed, of each rule's test NLLs."""
+    return [
+        {"rule": rule, "seed": seed, "status": "finished", "test_nll_nats": nll}
+        for rule, nlls in (("wake_sleep", wake_sleep), ("rws", rws), ("vimco", vimco))
+        for seed, nll in enumerate(nlls)
+    ]
+
+
+def test_helmholtz_judge_needs_reweighted_wake_sleep_two_standard_errors_better():
+    verdict, text = findings._judge_helmholtz(
+        _helmholtz_rows([153, 154, 152], [138, 139, 138], [137] * 3), {}
+    )
+    assert verdict == "held" and "VIMCO is lower" in text
+    partly = _helmholtz_rows([140, 141, 139], [139.5, 140.5, 139], [137] * 3)
+    assert findings._judge_helmholtz(partly, {})[0] == "partly held"
+    reversed_ = _helmholtz_rows([138, 139, 138], [153, 154, 152], [137] * 3)
+    assert findings._judge_helmholtz(reversed_, {})[0] == "did not hold"
+    assert findings._judge_helmholtz(_helmholtz_rows([138], [153], [137]), {})[0] == "undecided"
+
+
 def _mode_rows(raw_by_gan, data="ring8", status="finished", quality=0.9):
     """Finished rows for one dataset: {gan: raw modes per seed}; the moving average's
     coverage is set one below the raw generator's (the judge must read the raw one); every
