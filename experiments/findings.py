@@ -408,16 +408,15 @@ def _mode_collapse_runs() -> tuple[sweep.RunSpec, ...]:
     )
 
 
-def _coverage_curve(metrics_path: str) -> dict[str, list[float]]:
-    """Modes covered by the moving average and the raw generator at each monitoring
-    evaluation of a run, against generator updates and training seconds.
+def _eval_curve(metrics_path: str, fields: dict[str, str]) -> dict[str, list[float]]:
+    """Metrics of a run at each monitoring evaluation, against updates and training seconds.
 
     Training seconds at update s: the sum over the logged intervals up to s of (steps in the
     interval) / perf/steps_per_sec, the trainer's clock of train steps only (compilation in
     the first interval; evaluations, samples and checkpoints excluded), as
-    `leaderboard.training_seconds` sums it for the whole run. Returns {"updates", "seconds",
-    "modes", "raw_modes", "quality", "raw_quality"} (the last two the high-quality
-    fractions), one entry per evaluated update, in update order.
+    `leaderboard.training_seconds` sums it for the whole run. `fields` maps each returned key
+    to its metrics.jsonl name; returns {"updates", "seconds", *fields}, one entry per update
+    at which every field was logged, in update order.
     """
     records = []
     with open(metrics_path) as f:
@@ -429,12 +428,6 @@ def _coverage_curve(metrics_path: str) -> dict[str, list[float]]:
     rates = sorted(
         (r["step"], r["perf/steps_per_sec"]) for r in records if "perf/steps_per_sec" in r
     )
-    fields = {
-        "modes": "eval/modes_covered",
-        "raw_modes": "eval/raw_modes_covered",
-        "quality": "eval/high_quality_fraction",
-        "raw_quality": "eval/raw_high_quality_fraction",
-    }
     evals = sorted(
         (r["step"], *(r[name] for name in fields.values()))
         for r in records
@@ -452,6 +445,21 @@ def _coverage_curve(metrics_path: str) -> dict[str, list[float]]:
         for key, value in zip(fields, values, strict=True):
             curve[key].append(value)
     return curve
+
+
+def _coverage_curve(metrics_path: str) -> dict[str, list[float]]:
+    """Modes covered by the moving average and the raw generator at each monitoring
+    evaluation of a run (`_eval_curve`): {"updates", "seconds", "modes", "raw_modes",
+    "quality", "raw_quality"} (the last two the high-quality fractions)."""
+    return _eval_curve(
+        metrics_path,
+        {
+            "modes": "eval/modes_covered",
+            "raw_modes": "eval/raw_modes_covered",
+            "quality": "eval/high_quality_fraction",
+            "raw_quality": "eval/raw_high_quality_fraction",
+        },
+    )
 
 
 def _mean_band(curves: Sequence[dict], key: str) -> tuple[list, list, list]:
@@ -747,32 +755,6 @@ def _helmholtz_runs() -> tuple[sweep.RunSpec, ...]:
     )
 
 
-def _eval_curve(metrics_path: str, field: str) -> dict[str, list[float]]:
-    """`field` at each monitoring evaluation of a run against updates and training seconds
-    (the seconds as `_coverage_curve` counts them: logged steps / perf/steps_per_sec)."""
-    records = []
-    with open(metrics_path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short
-                continue
-    rates = sorted(
-        (r["step"], r["perf/steps_per_sec"]) for r in records if "perf/steps_per_sec" in r
-    )
-    curve = {"updates": [], "seconds": [], "values": []}
-    for step, value in sorted((r["step"], r[field]) for r in records if field in r):
-        seconds, previous = 0.0, 0
-        for logged_step, rate in rates:
-            if logged_step > step:
-                break
-            seconds, previous = seconds + (logged_step - previous) / rate, logged_step
-        curve["updates"].append(step)
-        curve["seconds"].append(seconds)
-        curve["values"].append(value)
-    return curve
-
-
 def _measure_helmholtz(root, runs, out_dir):
     """The monitoring test NLL (IWAE-100 on the 1,000 test digits) during training, mean
     +- one std over the finished seeds of each rule, against updates and training seconds
@@ -782,10 +764,8 @@ def _measure_helmholtz(root, runs, out_dir):
         if sweep.run_status(root, spec) != "finished":
             continue
         rule = dict(spec.labels)["rule"]
-        curve = _eval_curve(os.path.join(root, spec.name, "metrics.jsonl"), _HELMHOLTZ_MONITOR)
-        curves.setdefault(rule, []).append(
-            {"updates": curve["updates"], "seconds": curve["seconds"], "nll": curve["values"]}
-        )
+        metrics_path = os.path.join(root, spec.name, "metrics.jsonl")
+        curves.setdefault(rule, []).append(_eval_curve(metrics_path, {"nll": _HELMHOLTZ_MONITOR}))
     by_updates, by_seconds, measured, lines = {}, {}, {}, []
     for rule, (_, name) in _HELMHOLTZ_RULES.items():
         seed_curves = curves.get(rule)

@@ -76,6 +76,23 @@ def summarize_log_likelihood(
     }
 
 
+def summarize_importance_sampled(
+    outputs: dict, final: bool, num_dims: int, monitor_samples: int, eval_samples: int
+) -> dict:
+    """The summary of a family evaluated by importance sampling (VAE, Helmholtz machine):
+    monitoring (`final=False`), the mean ELBO and the IWAE-`monitor_samples` NLL from
+    `outputs["elbo"]` and `outputs["iwae"]`; final, `summarize_log_likelihood`'s fields of
+    `outputs["log_likelihood"]` (estimator 'iwae-`eval_samples`') and `test_elbo`."""
+    if not final:
+        return {
+            "elbo": float(np.mean(outputs["elbo"])),
+            f"nll_iwae{monitor_samples}": float(-np.mean(outputs["iwae"])),
+        }
+    summary = summarize_log_likelihood(outputs["log_likelihood"], num_dims, f"iwae-{eval_samples}")
+    summary["test_elbo"] = float(np.mean(outputs["elbo"]))
+    return summary
+
+
 def summarize_exact_likelihood(
     log_likelihood: np.ndarray, num_dims: int, toy_name: str | None, final: bool
 ) -> dict:

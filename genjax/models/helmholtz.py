@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import objectives
-from genjax.evaluate.likelihood import chunked_iwae_log_likelihood, summarize_log_likelihood
+from genjax.evaluate.likelihood import chunked_iwae_log_likelihood, summarize_importance_sampled
 from genjax.models import checks
 from genjax.models.base import MAX_FILTERS, GradientModel
 from genjax.objectives import estimators
@@ -420,17 +420,13 @@ class HelmholtzMachine(GradientModel):
     def summarize(self, outputs, final, constants):
         del constants  # none: every estimate is per example
         mc = self.config.model_config
-        if not final:
-            k = mc.monitor_importance_samples
-            return {
-                "elbo": float(np.mean(outputs["elbo"])),
-                f"nll_iwae{k}": float(-np.mean(outputs["iwae"])),
-            }
-        summary = summarize_log_likelihood(
-            outputs["log_likelihood"], self.spec.num_dims, f"iwae-{mc.eval_importance_samples}"
+        return summarize_importance_sampled(
+            outputs,
+            final,
+            self.spec.num_dims,
+            mc.monitor_importance_samples,
+            mc.eval_importance_samples,
         )
-        summary["test_elbo"] = float(np.mean(outputs["elbo"]))
-        return summary
 
     def sample(self, state, key, num):
         """p(x_d = 1 | h_1) for ancestral draws h ~ p, (num, *example_shape) (as the VAE

@@ -40,7 +40,7 @@ from genjax import objectives
 from genjax.evaluate.likelihood import (
     active_units,
     chunked_iwae_log_likelihood,
-    summarize_log_likelihood,
+    summarize_importance_sampled,
 )
 from genjax.flows.autoregressive import iaf_flow
 from genjax.flows.planar import planar_flow
@@ -872,16 +872,15 @@ class VAE(GradientModel):
     def summarize(self, outputs, final, constants):
         del constants  # none: every estimate is per example
         mc = self.config.model_config
-        if not final:
-            k = mc.monitor_importance_samples
-            return {
-                "elbo": float(np.mean(outputs["elbo"])),
-                f"nll_iwae{k}": float(-np.mean(outputs["iwae"])),
-            }
-        summary = summarize_log_likelihood(
-            outputs["log_likelihood"], self.spec.num_dims, f"iwae-{mc.eval_importance_samples}"
+        summary = summarize_importance_sampled(
+            outputs,
+            final,
+            self.spec.num_dims,
+            mc.monitor_importance_samples,
+            mc.eval_importance_samples,
         )
-        summary["test_elbo"] = float(np.mean(outputs["elbo"]))
+        if not final:
+            return summary
         num_layers = len(self.latent_sizes)
         units = [active_units(outputs[f"posterior_mean_{layer}"]) for layer in range(num_layers)]
         summary["active_units_per_layer"] = units
