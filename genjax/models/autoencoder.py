@@ -24,7 +24,8 @@ generative models"): the Markov chain x_t -> x_tilde ~ C(. | x_t) -> x_{t+1} ~ p
 stationary distribution; `sample` runs `chain_steps` of it from uniform noise and returns the
 last step's decoder means. Walkback training (their section 3.4) follows the chain
 `walkback_steps` steps from each training example and asks every step's reconstruction to be
-the original example, which removes spurious modes far from the data.
+the original example, to remove spurious modes far from the data (their motivation; not
+measured here).
 """
 
 from __future__ import annotations
