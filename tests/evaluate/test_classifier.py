@@ -73,6 +73,7 @@ def test_binarize_half_draws_bernoulli_pixels_in_the_first_half_only():
     assert abs(np.mean(out[:100] - x[:100])) < 0.02
 
 
+@pytest.mark.slow  # long: moved out of the default suite's 10 minutes
 def test_training_is_bitwise_deterministic_in_the_seed(data_dir):
     raw = pipeline.load_raw(DATASET, data_dir, "train")
     x, labels = raw["x"].astype(np.float32) / MAX_LEVEL, raw["label"]

@@ -5,6 +5,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from genjax.evaluate import ais
 from genjax.models.energy import rbm
@@ -87,6 +88,7 @@ def test_raise_weights_are_unbiased_for_the_annealing_model():
     np.testing.assert_allclose(result.stderr, stderr / mean, rtol=1e-3)
 
 
+@pytest.mark.slow  # long: moved out of the default suite's 10 minutes
 def test_raise_is_conservative_and_tightens_with_more_betas():
     """Averaged over v ~ p, E[log p_hat(v)] <= E[log p(v)], the gap closing as K grows."""
     params = _random_rbm(1)

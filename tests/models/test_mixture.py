@@ -178,6 +178,7 @@ def test_kmeans_plus_plus_seeds_on_data_and_lloyd_reaches_a_fixed_point():
         np.testing.assert_allclose(centres[k], np.asarray(x)[labels == k].mean(0), atol=1e-5)
 
 
+@pytest.mark.slow  # long: moved out of the default suite's 10 minutes
 def test_stepwise_em_blends_the_statistics_with_its_step_size(tmp_path):
     """One train step: s <- (1 - eta) s + eta s_batch with eta = (t + 2)^-alpha, then the
     M-step; with alpha = 0 the step is plain EM on the batch."""

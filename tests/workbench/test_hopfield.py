@@ -10,6 +10,7 @@ from configs import hopfield as hopfield_configs
 from genjax.workbench.hopfield import run_experiment
 
 
+@pytest.mark.slow  # long: moved out of the default suite's 10 minutes
 def test_run_experiment_tiny_writes_config_results_and_plots(tmp_path):
     config = hopfield_configs.get_config("tiny")
     workdir = tmp_path / "run"
