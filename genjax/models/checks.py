@@ -91,6 +91,14 @@ def require_binary(spec, setting: str, alternative: str = "") -> None:
     )
 
 
+# The importance-sampling fields that change only evaluation (a family's `evaluation_fields`).
+IMPORTANCE_SAMPLING_EVALUATION_FIELDS = (
+    "eval_importance_samples",
+    "eval_chunk_size",
+    "monitor_importance_samples",
+)
+
+
 def check_importance_sampling(mc) -> None:
     """The importance-sampling fields of a latent-variable family (VAE, Helmholtz machine):
     `num_importance_samples` (K in training), `eval_importance_samples` (K of the final test

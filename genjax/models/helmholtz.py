@@ -323,11 +323,7 @@ class HelmholtzMachine(GradientModel):
 
     name = "helmholtz"
     main_metric = "train/loss"
-    evaluation_fields = (
-        "eval_importance_samples",
-        "eval_chunk_size",
-        "monitor_importance_samples",
-    )
+    evaluation_fields = checks.IMPORTANCE_SAMPLING_EVALUATION_FIELDS
 
     @classmethod
     def validate_config(cls, config) -> None:

@@ -549,11 +549,7 @@ class VAE(GradientModel):
     added_field_defaults = {**FLOW_DEFAULTS, **ESTIMATOR_DEFAULTS}
     estimators = estimator_lib.ESTIMATORS
     compute_dtypes = ("float32", "bfloat16")
-    evaluation_fields = (
-        "eval_importance_samples",
-        "eval_chunk_size",
-        "monitor_importance_samples",
-    )
+    evaluation_fields = checks.IMPORTANCE_SAMPLING_EVALUATION_FIELDS
 
     @classmethod
     def validate_config(cls, config) -> None:
