@@ -379,13 +379,18 @@ class Dataset:
         sample-quality metrics score every model's samples against."""
         return self.preprocessor.intensities(self._splits[split]["x"])
 
+    def _evaluation_rng(self, split: str) -> np.random.Generator:
+        """The generator of a split's random preprocessing in every evaluation pass (seeded by
+        the split), so every pass, and every checkpoint's, sees the same examples."""
+        return np.random.default_rng([self.seed, 2, _SPLIT_IDS[split]])
+
     def labelled_batches(self, split: str, batch_size: int) -> Iterator[dict]:
         """Every example of `split` in order, preprocessed as `eval_batches` preprocesses them
         (random steps seeded by the split), in batches of up to `batch_size`, whole in every
         process: `x` (model space) and `label`. For host-side evaluations over a whole split
         (a linear probe)."""
         num_examples = len(self._splits[split]["label"])
-        rng = np.random.default_rng([self.seed, 2, _SPLIT_IDS[split]])
+        rng = self._evaluation_rng(split)
         for start in range(0, num_examples, batch_size):
             indices = np.arange(start, min(start + batch_size, num_examples))
             batch = self._batch(split, indices, rng)
@@ -404,7 +409,7 @@ class Dataset:
         process_count, process_index = jax.process_count(), jax.process_index()
         num_examples = len(self._splits[split]["label"])
         num_batches = self.num_batches(split, global_batch_size)
-        rng = np.random.default_rng([self.seed, 2, _SPLIT_IDS[split]])
+        rng = self._evaluation_rng(split)
         local = global_batch_size // process_count
         for batch_index in range(num_batches):
             positions = batch_index * global_batch_size + np.arange(global_batch_size)
