@@ -11,7 +11,8 @@ Variants (`--config=configs/autoencoder.py:VARIANT`; several joined by commas, e
              codes below it, then fine-tuned end to end (masking noise 0.25)
   sparse     1000 sigmoid units, no corruption, KL sparsity target rho = 0.05 (weight 0.1)
   conv       convolutional encoder/decoder (32, 64 channels), a 128-unit ReLU code; 2,000 steps
-  recurrent  LSTM sequence autoencoder over the image rows, a 256-unit code; 2,000 steps
+  recurrent  LSTM sequence autoencoder over the image rows, a 256-unit code, no corruption,
+             forget-gate biases of 3, Adam 3e-3; 2,000 steps
   tiny       digits8x8, 20 steps: seconds on a laptop core
 
 eval.json: the test reconstruction NLL (nats, under the Bernoulli decoder) on clean inputs and,
@@ -43,6 +44,7 @@ def autoencoder_model_config() -> ml_collections.ConfigDict:
             l1_penalty=0.0,
             sparsity_target=0.05,
             sparsity_weight=0.0,
+            forget_bias=3.0,
             chain_steps=100,
             active_threshold=0.5,
         )
@@ -102,9 +104,14 @@ def _conv(config: ml_collections.ConfigDict) -> None:
 
 
 def _recurrent(config: ml_collections.ConfigDict) -> None:
+    # A plain sequence autoencoder, as Srivastava et al. (2015): no corruption, so no chain
+    # samples to score. Train reconstruction NLL at 400 of 400 steps (seed 0): forget-gate
+    # bias 0 (Flax's) 194 nats, 1 176, 3 167; with bias 3, at 1,100 of 1,500 steps, Adam 3e-3
+    # 74 nats against 1e-3's 95.
+    _plain(config)
     mc = config.model_config
     mc.architecture, mc.hidden_sizes, mc.active_threshold = "recurrent", (256,), 0.0
-    config.num_steps = 2_000
+    config.num_steps, config.learning_rate = 2_000, 3e-3
 
 
 def _tiny(config: ml_collections.ConfigDict) -> None:

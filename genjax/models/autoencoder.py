@@ -9,7 +9,9 @@ Vincent et al. 2008). The variants (`config.model_config`):
   architecture 'mlp': dense layers `hidden_sizes`; 'conv': two stride-2 convolutions and a
     dense code layer, mirrored by transposed convolutions; 'recurrent': an LSTM reads the
     image row by row and its last hidden state is the code; a second LSTM, fed the code at
-    every step, writes the rows back (the sequence autoencoder of Srivastava et al. 2015).
+    every step, writes the rows back (the sequence autoencoder of Srivastava et al. 2015);
+    both start with forget-gate biases of `forget_bias` (Gers et al. 2000), so the code can
+    still hold the top rows after reading 28.
   corruption / corruption_level: none, masking, salt-and-pepper or Gaussian noise.
   layerwise_pretraining (mlp): stacked denoising autoencoders (Vincent et al. 2010): each
     dense layer is first trained alone as a denoising autoencoder of the (clean) codes of the
@@ -121,6 +123,17 @@ def _layer_pairs(mc, example_shape) -> list[tuple[nn.Module, nn.Module]]:
     return [(_RowEncoder(code_size), _RowDecoder(example_shape, code_size))]
 
 
+def shift_forget_biases(params, shift: float):
+    """`params` with `shift` added to every LSTM forget-gate bias (the 'hf' bias of Flax's
+    `OptimizedLSTMCell`); the other leaves unchanged."""
+
+    def shifted(path, leaf):
+        names = [getattr(entry, "key", None) for entry in path]
+        return leaf + shift if names[-2:] == ["hf", "bias"] else leaf
+
+    return jax.tree_util.tree_map_with_path(shifted, params)
+
+
 def _split_each(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Two independent keys from each of keys (B,): two (B,) arrays."""
     pairs = jax.vmap(jax.random.split)(keys)  # (B, 2)
@@ -155,6 +168,9 @@ class Autoencoder(staged.StagedModel):
       l1_penalty: weight of the mean over the batch of sum_j |h_j|.
       sparsity_target: rho of the KL sparsity penalty, in (0, 1).
       sparsity_weight: that penalty's weight (sigmoid codes only; 0: off).
+      forget_bias: recurrent: the initial bias of both LSTMs' forget gates (Flax's is 0, a
+        forget gate of 0.5 per row, so the code of a 28-row image keeps ~2^-27 of its first
+        rows' contribution at the start of training).
       chain_steps: DAE chain steps `sample` runs from noise (evaluation only).
       active_threshold: a code unit counts as active on an example when h > this
         (evaluation only).
@@ -202,7 +218,9 @@ class Autoencoder(staged.StagedModel):
         )
         checks.check_sizes(mc, "hidden_sizes")
         checks.check_positive_ints(mc, ("walkback_steps", "chain_steps"))
-        checks.check_non_negative_numbers(mc, ("l1_penalty", "sparsity_weight", "active_threshold"))
+        checks.check_non_negative_numbers(
+            mc, ("l1_penalty", "sparsity_weight", "active_threshold", "forget_bias")
+        )
         checks.check_bools(mc, ("layerwise_pretraining",))
         if not 0.0 <= mc.corruption_level <= 1.0:
             raise ValueError(
@@ -417,6 +435,8 @@ class Autoencoder(staged.StagedModel):
             code_pre = encoder.apply(params[f"encoder_{i}"], self._encoder_input(i, h))
             params[f"decoder_{i}"] = decoder.init(keys[2 * i + 1], code_pre)
             h = code_pre
+        if self.config.model_config.architecture == "recurrent":
+            params = shift_forget_biases(params, self.config.model_config.forget_bias)
         return params, {}
 
     # --- evaluation ------------------------------------------------------------------------

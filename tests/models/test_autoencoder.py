@@ -169,6 +169,26 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_anything_is_writte
         autoencoder.Autoencoder(config, DataSpec("t", (6, 6, 1), 1, 1, None, 2, True, (0, 1)))
 
 
+def test_recurrent_lstms_start_with_the_configured_forget_bias():
+    """Only the forget gates' biases are shifted, in the encoder's and the decoder's LSTM."""
+    config = autoencoder_configs.get_config("recurrent,tiny")
+    config.model_config.update({"forget_bias": 2.5, "hidden_sizes": (8,)})
+    spec = DataSpec("t", (4, 3, 1), 10, 10, None, 2, True, (0.0, 1.0))
+    model = autoencoder.Autoencoder(config, spec)
+    params, _ = model.init(jax.random.key(0), jnp.zeros((1, 4, 3, 1)))
+    for part in ("encoder_0", "decoder_0"):
+        cell = params[part]["params"]["OptimizedLSTMCell_0"]
+        np.testing.assert_array_equal(cell["hf"]["bias"], np.full(8, 2.5))
+        for gate in ("hi", "hg", "ho"):
+            np.testing.assert_array_equal(cell[gate]["bias"], np.zeros(8))
+    # Every other parameter is the one an unshifted model draws from the same key.
+    config.model_config.forget_bias = 0.0
+    plain, _ = autoencoder.Autoencoder(config, spec).init(
+        jax.random.key(0), jnp.zeros((1, 4, 3, 1))
+    )
+    jax.tree.map(np.testing.assert_array_equal, autoencoder.shift_forget_biases(plain, 2.5), params)
+
+
 def test_config_fields_are_the_documented_ones():
     documented = autoencoder.Autoencoder.__doc__
     for field in (*autoencoder_configs.autoencoder_model_config(), "stage_steps"):
@@ -188,7 +208,8 @@ def test_tiny_configs_train_and_report_reconstruction_codes_and_probe(tmp_path, 
     assert 0 < saved["test_reconstruction_nll_nats"] < 64 * np.log(2) + 5
     assert 0.0 <= saved["code_active_fraction"] <= 1.0
     assert 0.1 < saved["probe_pixels_accuracy"] <= 1.0 and 0.1 < saved["probe_accuracy"] <= 1.0
-    assert ("test_denoising_nll_nats" in saved) == (variant != "plain,tiny")
+    # The recurrent variant is a plain (uncorrupted) sequence autoencoder.
+    assert ("test_denoising_nll_nats" in saved) == (variant != "recurrent,tiny")
     for figure in ("reconstructions.png", "chain.png"):
         assert (tmp_path / figure).exists()
     assert (tmp_path / "filters.png").exists() == (variant != "recurrent,tiny")
