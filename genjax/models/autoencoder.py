@@ -180,6 +180,9 @@ class Autoencoder(staged.StagedModel):
     main_metric = "train/reconstruction_nll"
     likelihood_model = False
     evaluation_fields = ("chain_steps", "active_threshold")
+    # Runs saved before `forget_bias` existed resume under its default: it only sets the
+    # recurrent LSTMs' initial parameters, which a resumed run restores instead.
+    added_field_defaults = {"forget_bias": 3.0}
     stage_metrics = ("train/reconstruction_nll", "train/l1_penalty", "train/kl_sparsity")
 
     @classmethod
