@@ -21,7 +21,8 @@ from configs import common
 
 def flow_model_config(architecture: str) -> ml_collections.ConfigDict:
     """The `config.model = 'flow'` fields, CPU-sized: 2 scales, conditioners 32 wide; affine
-    couplings with RealNVP's tanh scale, standard-normal priors, MAF's clamp at |3|."""
+    couplings with RealNVP's tanh scale, standard-normal priors, MAF's clamp at |3|; splines
+    of 8 bins on [-3, 3]; FFJORD with the exact trace, tolerances 1e-5, T = 1."""
     return ml_collections.ConfigDict(
         dict(
             architecture=architecture,
@@ -36,6 +37,15 @@ def flow_model_config(architecture: str) -> ml_collections.ConfigDict:
             coupling_scale="tanh",
             prior="standard",
             max_log_scale=3.0,
+            spline_form="coupling",
+            num_bins=8,
+            tail_bound=3.0,
+            trace_estimator="exact",
+            ode_gradient="discretize",
+            ode_rtol=1e-5,
+            ode_atol=1e-5,
+            ode_time=1.0,
+            ode_max_steps=1000,
         )
     )
 

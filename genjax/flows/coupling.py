@@ -39,7 +39,7 @@ import numpy as np
 from genjax.flows.bijector import Bijector, Chain, Invert, event_sum, zero_log_det
 from genjax.nn import precision
 
-MASKS = ("checkerboard", "channel", "half")
+MASKS = ("checkerboard", "channel", "half", "alternate")
 SCALES = ("tanh", "sigmoid")
 COUPLINGS = ("affine", "additive")
 IMAGE_MASKS = ("checkerboard", "channel")
@@ -128,8 +128,23 @@ def _check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"AffineCoupling.{field}={value!r}; expected one of {allowed}")
 
 
+def alternate_indices(num_dims: int, parity: bool) -> tuple[np.ndarray, np.ndarray]:
+    """NICE's partition of a flattened event (Dinh et al. 2015, Sec. 5.1): the (kept,
+    transformed) indices, the even components kept (the odd ones with `parity`)."""
+    first = int(parity)
+    return np.arange(first, num_dims, 2), np.arange(1 - first, num_dims, 2)
+
+
 def _check_input(mask: str, x: jax.Array) -> None:
-    """Image masks need (B, H, W, C) inputs, 'half' needs (B, D); split masks need K >= 2."""
+    """Image masks need (B, H, W, C) inputs, 'half' needs (B, D), 'alternate' any (B, ...);
+    every mask but the checkerboard splits K >= 2 entries."""
+    if mask == "alternate":
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) < 2:
+            raise ValueError(
+                f"AffineCoupling(mask='alternate') splits the flattened event in two; it needs "
+                f"(B, ...) inputs with at least 2 entries per example, got shape {x.shape}"
+            )
+        return
     rank = 4 if mask in IMAGE_MASKS else 2
     if x.ndim != rank:
         raise ValueError(
@@ -166,20 +181,23 @@ class AffineCoupling(Bijector):
           conditioner sees the masked image x * mask and only the complementary entries change.
       'channel': (B, H, W, C) images, the first C // 2 channels are kept.
       'half': flat (B, D) data, the first D // 2 features are kept (2-D toy flows).
+      'alternate': (B, ...) data of any shape, flattened; the even components are kept (NICE's
+          partition, Dinh et al. 2015, Sec. 5.1), the odd ones with `parity`; MLP conditioner.
 
     Scales s = s(raw) of the conditioner's raw output:
-      'tanh': s = scale_factor * tanh(raw) with a learnable per-channel (per-feature for 'half')
-          `scale_factor`, initialised to 1: RealNVP's tanh stabilisation. |s| <= |scale_factor|,
-          so it can expand or contract.
+      'tanh': s = scale_factor * tanh(raw) with a learnable per-channel (per-feature for the
+          flat masks) `scale_factor`, initialised to 1: RealNVP's tanh stabilisation.
+          |s| <= |scale_factor|, so it can expand or contract.
       'sigmoid': exp(s) = sigmoid(raw + 2) (Glow). s < 0, so the forward map contracts x_b.
 
     `coupling='additive'` is NICE's additive coupling (Dinh et al. 2015), Glow's other option:
     y_b = x_b + t(x_a), log_det = 0 (volume preserving); the conditioner outputs only t and
     `scale` is unused.
 
-    The conditioner (`ConvConditioner` for image masks, `MLPConditioner` for 'half') outputs raw
-    and t; its last layer is zero-initialised, so a new 'tanh' coupling is exactly the identity
-    and a new 'sigmoid' one scales x_b by sigmoid(2) = 0.88 (exactly as Glow's code does).
+    The conditioner (`ConvConditioner` for image masks, `MLPConditioner` for 'half' and
+    'alternate') outputs raw and t; its last layer is zero-initialised, so a new 'tanh' coupling
+    is exactly the identity and a new 'sigmoid' one scales x_b by sigmoid(2) = 0.88 (exactly as
+    Glow's code does).
     `hidden_channels` sizes the conv net, `hidden_features` the MLP, `dtype` is their compute
     dtype (bfloat16 for mixed precision; the coupling's own arithmetic and its log-det stay
     float32). `context` is ignored.
@@ -207,13 +225,18 @@ class AffineCoupling(Bijector):
         if self.mask == "checkerboard":
             keep = checkerboard_mask(x.shape[1], x.shape[2], self.parity)  # (H, W, 1)
             conditioner_input, num_transformed = x * keep, x.shape[-1]
+        elif self.mask == "alternate":
+            flat = jnp.asarray(x).reshape(x.shape[0], -1)
+            kept_index, moved_index = alternate_indices(flat.shape[1], self.parity)
+            conditioner_input, x_b = flat[:, kept_index], flat[:, moved_index]
+            num_transformed = x_b.shape[-1]
         else:
             conditioner_input, x_b = split_halves(x, self.parity)
             num_transformed = x_b.shape[-1]
 
         additive = self.coupling == "additive"
         num_outputs = num_transformed if additive else 2 * num_transformed
-        if self.mask == "half":
+        if self.mask in ("half", "alternate"):
             conditioner = MLPConditioner(
                 self.hidden_features, self.num_hidden_layers, num_outputs, self.dtype
             )
@@ -228,6 +251,9 @@ class AffineCoupling(Bijector):
             y, log_det = affine(x, log_scale, shift, inverse)
             return jnp.where(keep, x, y), log_det
         y_b, log_det = affine(x_b, log_scale, shift, inverse)
+        if self.mask == "alternate":
+            y = flat.at[:, moved_index].set(y_b)
+            return y.reshape(x.shape), log_det
         return merge_halves(conditioner_input, y_b, self.parity), log_det
 
     def _log_scale_and_shift(self, out: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -8,6 +8,13 @@ A `genjax.flows.Flow`: a standard-normal base pushed through a bijector built fr
   glow     ActNorm, invertible 1x1 convolution (`lu` for the LU form) and affine or additive
            coupling per step, multi-scale, with standard or learned priors (Kingma & Dhariwal
            2018); on flat data the same steps on vectors.
+  nice     additive couplings over the odd / even partition of the flattened input with deep
+           MLP conditioners, then a learned diagonal scaling (Dinh, Krueger & Bengio 2015); with
+           `prior='logistic'`, its paper's prior.
+  nsf      neural spline flows: monotone rational-quadratic splines with linear tails, in
+           coupling (even / odd partition) or autoregressive (MADE) form (Durkan et al. 2019).
+  ffjord   a continuous normalizing flow: an ODE solved by diffrax, its log-det the integrated
+           trace of the dynamics' Jacobian, exact or Hutchinson-estimated (Grathwohl et al. 2019).
   maf      MADE-conditioned affine autoregressive layers with reversals between them
            (Papamakarios et al. 2017); the density pass is one network call per layer,
            sampling is sequential.
@@ -36,18 +43,23 @@ import numpy as np
 from genjax import objectives
 from genjax.data import toy2d
 from genjax.evaluate.likelihood import summarize_exact_likelihood
-from genjax.flows import autoregressive, coupling, glow, planar
+from genjax.flows import autoregressive, coupling, ffjord, glow, nice, planar, spline
 from genjax.flows.bijector import Bijector
 from genjax.flows.coupling import COUPLINGS, SCALES
-from genjax.flows.flow import Flow
-from genjax.flows.glow import PRIORS
+from genjax.flows.flow import BASES, Flow
 from genjax.models import checks
 from genjax.models.base import GradientModel
 
-ARCHITECTURES = ("realnvp", "glow", "maf", "planar", "radial")
+ARCHITECTURES = ("realnvp", "glow", "nice", "nsf", "ffjord", "maf", "planar", "radial")
 FORWARD_ONLY = ("planar", "radial")
 INVERTIBLE = tuple(name for name in ARCHITECTURES if name not in FORWARD_ONLY)
 OBJECTIVES = ("max_likelihood", "reverse_kl")
+# 'standard' and 'logistic' are the base distributions of `genjax.flows.flow.BASES`; 'learned'
+# is Glow's learned split and top priors (on a standard-normal base).
+PRIORS = (*BASES, "learned")
+# FFJORD evaluates with the exact trace up to this many dimensions (one Jacobian-vector product
+# per dimension), and with its training estimator above.
+EXACT_TRACE_MAX_DIMS = 64
 
 
 class FlowModel(GradientModel):
@@ -56,19 +68,31 @@ class FlowModel(GradientModel):
     model_config fields:
       architecture: one of ARCHITECTURES.
       objective: 'max_likelihood' | 'reverse_kl' (planar and radial need 'reverse_kl').
-      num_layers: couplings (flat realnvp), steps per scale (glow), MAF layers, or planar /
-        radial layers.
+      num_layers: couplings (flat realnvp, nice), steps per scale (glow), MAF layers, or
+        planar / radial layers.
       num_scales: scales of the multi-scale image architectures (realnvp, glow).
       hidden_features: width of the conditioner networks (channels for images).
       num_hidden_layers: hidden layers of each conditioner.
       lu: Glow's LU-decomposed 1x1 convolution (else plain slogdet).
       init_examples: training examples for the data-dependent ActNorm initialisation (glow).
-      coupling: 'affine' | 'additive' (NICE's shift-only coupling, log-det 0): realnvp, glow.
+      coupling: 'affine' | 'additive' (NICE's shift-only coupling, log-det 0): realnvp, glow,
+        nice.
       coupling_scale: 'tanh' (RealNVP's) | 'sigmoid' (Glow's; it can only contract in the
         density direction): the scale of the affine couplings of realnvp and glow.
-      prior: 'standard' (N(0, I) for every latent) | 'learned' (Glow's split priors given the
-        kept half, and a learned top prior; glow only).
+      prior: 'standard' (N(0, I) for every latent) | 'logistic' (independent standard
+        logistics, NICE's prior) | 'learned' (Glow's split priors given the kept half, and a
+        learned top prior; glow only).
       max_log_scale: MAF's soft clamp, |log-scale| < max_log_scale per layer (maf only).
+      spline_form: 'coupling' | 'autoregressive' (nsf only).
+      num_bins: K, the spline's bins (nsf only).
+      tail_bound: B, the splines act on [-B, B] and are the identity outside (nsf only).
+      trace_estimator: 'exact' | 'gaussian' | 'rademacher' (ffjord only): the trace in
+        training; evaluation uses the exact trace for events of at most EXACT_TRACE_MAX_DIMS
+        dimensions and this estimator above.
+      ode_gradient: 'discretize' (backpropagate through the solver) | 'adjoint' (ffjord only).
+      ode_rtol, ode_atol: the adaptive solver's tolerances, > 0 (ffjord only).
+      ode_time: T, the ODE's integration time, > 0 (ffjord only).
+      ode_max_steps: the most solver steps per solve (ffjord only).
 
     With config.compute_dtype='bfloat16' the conditioner networks compute in bfloat16; the
     bijectors' arithmetic, their log-dets and the log-likelihood stay float32.
@@ -76,6 +100,13 @@ class FlowModel(GradientModel):
 
     name = "flow"
     main_metric = "train/loss"
+    # The spline fields came with the spline flows; no run saved before them used splines.
+    added_field_defaults = {
+        "spline_form": "coupling",
+        "num_bins": 8,
+        "tail_bound": 3.0,
+        **ffjord.CONFIG_DEFAULTS,
+    }
     compute_dtypes = ("float32", "bfloat16")
 
     @classmethod
@@ -89,14 +120,23 @@ class FlowModel(GradientModel):
                 "coupling": COUPLINGS,
                 "coupling_scale": SCALES,
                 "prior": PRIORS,
+                "spline_form": spline.FORMS,
+                "trace_estimator": ffjord.TRACE_ESTIMATORS,
+                "ode_gradient": ffjord.GRADIENTS,
             },
         )
-        _check_positive_number(mc, "max_log_scale")
-        if mc.prior != "standard" and mc.architecture != "glow":
+        for field in ("max_log_scale", "tail_bound", "ode_rtol", "ode_atol", "ode_time"):
+            _check_positive_number(mc, field)
+        checks.check_positive_ints(mc, ("ode_max_steps",))
+        if isinstance(mc.num_bins, bool) or not isinstance(mc.num_bins, int) or mc.num_bins < 2:
+            raise ValueError(
+                f"config.model_config.num_bins={mc.num_bins!r} must be an integer >= 2."
+            )
+        if mc.prior == "learned" and mc.architecture != "glow":
             raise ValueError(
                 f"config.model_config.prior={mc.prior!r} with config.model_config.architecture="
-                f"{mc.architecture!r}: the learned priors are Glow's; allowed: 'standard' (or "
-                "architecture='glow')."
+                f"{mc.architecture!r}: the learned priors are Glow's; allowed: {tuple(BASES)} "
+                "(or architecture='glow')."
             )
         checks.check_positive_ints(
             mc,
@@ -141,7 +181,15 @@ class FlowModel(GradientModel):
             )
         self.toy_name = toy2d.density_name(spec.name)
         dtype = jnp.dtype(config.compute_dtype)
-        self.flow = Flow(build_bijector(mc, spec.example_shape, dtype), spec.example_shape)
+        base = "logistic" if mc.prior == "logistic" else "standard"
+        self.flow = Flow(build_bijector(mc, spec.example_shape, dtype), spec.example_shape, base)
+        # The flow that evaluates: FFJORD's exact trace where it is affordable.
+        self.estimator = mc.trace_estimator if mc.architecture == "ffjord" else "exact"
+        if self.estimator != "exact" and spec.num_dims <= EXACT_TRACE_MAX_DIMS:
+            exact = build_bijector(mc, spec.example_shape, dtype, trace_estimator="exact")
+            self.eval_flow, self.eval_estimator = Flow(exact, spec.example_shape, base), "exact"
+        else:
+            self.eval_flow, self.eval_estimator = self.flow, self.estimator
         self.init_batch_size = mc.init_examples if mc.architecture == "glow" else 0
 
     def init(self, key, example_x):
@@ -150,17 +198,19 @@ class FlowModel(GradientModel):
             return self.flow.init(init_key, sample_key, 2, method=Flow.sample_and_log_prob), {}
         # Flow.__call__ is log_prob: data enters through the inverse direction, which is the
         # side ActNorm's data-dependent initialisation standardises.
-        return self.flow.init(key, jnp.asarray(example_x)), {}
+        return self.flow.init({"params": key, "hutchinson": key}, jnp.asarray(example_x)), {}
 
-    def _log_prob(self, params, x):
-        return self.flow.apply(params, x, method=Flow.log_prob)
+    def _log_prob(self, params, x, key, flow=None, **apply_fields):
+        """log p(x) (B,) under `flow` (the training flow by default); `key` seeds FFJORD's
+        Hutchinson probes (one draw per example) and is unused by the other flows."""
+        flow = self.flow if flow is None else flow
+        return flow.apply(params, x, method=Flow.log_prob, rngs={"hutchinson": key}, **apply_fields)
 
     def train_log_density(self, params, x, keys):
         """log p(x) (B,) of a batch in model space (None for a forward-only flow)."""
-        del keys
         if self.config.model_config.architecture in FORWARD_ONLY:
             return None
-        return self._log_prob(params, x)
+        return self._log_prob(params, x, keys[0])
 
     def _reverse_kl_terms(self, params, key, num):
         """log q(x) - log p*(x) for `num` draws x ~ q: (num,)."""
@@ -171,7 +221,7 @@ class FlowModel(GradientModel):
         if self.config.model_config.objective == "reverse_kl":
             kl = self._reverse_kl_terms(params, keys[0], batch["x"].shape[0]).mean()
             return kl, ({"train/reverse_kl": kl}, extras)
-        log_p = self._log_prob(params, batch["x"]) + batch["log_det"]  # (B,)
+        log_p = self._log_prob(params, batch["x"], keys[0]) + batch["log_det"]  # (B,)
         nll = -log_p.mean()
         return nll, (
             {"train/bits_per_dim": objectives.bits_per_dim(nll, self.spec.num_dims)},
@@ -184,7 +234,17 @@ class FlowModel(GradientModel):
             # One draw from q per test example: the KL estimate uses as many samples.
             terms = jax.vmap(lambda key: self._reverse_kl_terms(state.params, key, 1)[0])(keys)
             return {"reverse_kl": terms}
-        return {"log_likelihood": self._log_prob(state.params, batch["x"]) + batch["log_det"]}
+        if self.config.model_config.architecture != "ffjord":
+            log_p = self._log_prob(state.params, batch["x"], keys[0])
+            return {"log_likelihood": log_p + batch["log_det"]}
+        log_p, sown = self._log_prob(
+            state.params, batch["x"], keys[0], self.eval_flow, mutable=["intermediates"]
+        )
+        steps = sum(jax.tree.leaves(sown["intermediates"]))  # one solve per FFJORD layer
+        return {
+            "log_likelihood": log_p + batch["log_det"],
+            "ode_steps": jnp.full(log_p.shape, steps, jnp.float32),
+        }
 
     def summarize(self, outputs, final, constants):
         del constants
@@ -192,17 +252,32 @@ class FlowModel(GradientModel):
             terms = np.asarray(outputs["reverse_kl"], np.float64)
             stderr = float(np.std(terms, ddof=1) / np.sqrt(len(terms)))
             return {"reverse_kl_nats": float(np.mean(terms)), "reverse_kl_stderr": stderr}
-        return summarize_exact_likelihood(
+        results = summarize_exact_likelihood(
             outputs["log_likelihood"], self.spec.num_dims, self.toy_name, final
         )
+        if "ode_steps" in outputs:
+            mc = self.config.model_config
+            results["ode_steps_mean"] = float(np.mean(outputs["ode_steps"]))
+            results["ode_rtol"], results["ode_atol"] = mc.ode_rtol, mc.ode_atol
+            if self.eval_estimator != "exact":
+                results["nll_estimator"] = (
+                    f"hutchinson_{self.eval_estimator}: one probe per example, an unbiased "
+                    "estimate of log p(x), not an exact density"
+                )
+        return results
 
     def sample(self, state, key, num):
-        return self.flow.apply(state.params, key, num, method=Flow.sample)
+        noise_key, probe_key = jax.random.split(key)
+        return self.flow.apply(
+            state.params, noise_key, num, method=Flow.sample, rngs={"hutchinson": probe_key}
+        )
 
     def log_density(self, state, x):
+        """log p(x) under the evaluation flow (FFJORD's Hutchinson probes, where it has any,
+        from a fixed key)."""
         if self.config.model_config.architecture in FORWARD_ONLY:
             return None
-        return self._log_prob(state.params, x)
+        return self._log_prob(state.params, x, jax.random.key(0), self.eval_flow)
 
 
 def _check_positive_number(mc, field: str) -> None:
@@ -212,10 +287,13 @@ def _check_positive_number(mc, field: str) -> None:
         raise ValueError(f"config.model_config.{field}={value!r} must be a positive number.")
 
 
-def build_bijector(mc, event_shape: tuple[int, ...], dtype=None) -> Bijector:
+def build_bijector(
+    mc, event_shape: tuple[int, ...], dtype=None, trace_estimator: str | None = None
+) -> Bijector:
     """The bijector of `mc.architecture` for events of `event_shape`, noise -> data: the
     multi-scale image flows for (H, W, C) images, their flat forms for vectors; `dtype` is the
-    conditioner networks' compute dtype (planar and radial flows have none)."""
+    conditioner networks' compute dtype (planar and radial flows have none);
+    `trace_estimator` overrides `mc.trace_estimator` (ffjord)."""
     image = len(event_shape) == 3
     num_dims = int(np.prod(event_shape))
     hidden = dict(num_hidden_layers=mc.num_hidden_layers, dtype=dtype)
@@ -233,10 +311,41 @@ def build_bijector(mc, event_shape: tuple[int, ...], dtype=None) -> Bijector:
             num_dims, mc.num_layers, mc.hidden_features, **hidden, **couplings
         )
     if mc.architecture == "glow":
-        glow_fields = dict(lu=mc.lu, prior=mc.prior, **hidden, **couplings)
+        glow_prior = "learned" if mc.prior == "learned" else "standard"  # on the flow's base
+        glow_fields = dict(lu=mc.lu, prior=glow_prior, **hidden, **couplings)
         if image:
             return glow.glow_image(mc.num_scales, mc.num_layers, mc.hidden_features, **glow_fields)
         return glow.glow_flat(num_dims, mc.num_layers, mc.hidden_features, **glow_fields)
+    if mc.architecture == "nice":
+        return nice.nice_flat(
+            mc.num_layers,
+            mc.hidden_features,
+            coupling=mc.coupling,
+            scale=mc.coupling_scale,
+            **hidden,
+        )
+    if mc.architecture == "nsf":
+        return spline.nsf_flow(
+            num_dims,
+            mc.num_layers,
+            mc.spline_form,
+            mc.hidden_features,
+            num_bins=mc.num_bins,
+            tail_bound=mc.tail_bound,
+            **hidden,
+        )
+    if mc.architecture == "ffjord":
+        return ffjord.FFJORD(
+            mc.hidden_features,
+            mc.num_hidden_layers,
+            time=mc.ode_time,
+            trace_estimator=trace_estimator or mc.trace_estimator,
+            gradient=mc.ode_gradient,
+            rtol=mc.ode_rtol,
+            atol=mc.ode_atol,
+            max_steps=mc.ode_max_steps,
+            dtype=dtype,
+        )
     if mc.architecture == "maf":
         hidden_sizes = (mc.hidden_features,) * mc.num_hidden_layers
         return autoregressive.maf_flow(

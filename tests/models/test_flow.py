@@ -13,7 +13,7 @@ from genjax.data import toy2d
 from genjax.models.flow import FlowModel
 from genjax.train import ConfigError, Experiment, train_and_evaluate
 
-INVERTIBLE_CONFIGS = ["realnvp", "glow", "maf"]
+INVERTIBLE_CONFIGS = ["realnvp", "glow", "nice", "nsf", "maf"]
 
 
 def _toy_model(name: str):
@@ -28,7 +28,9 @@ def _perturbed(params, seed=0, scale=0.1):
     return jax.tree.map(lambda leaf: leaf + scale * rng.normal(size=leaf.shape), params)
 
 
-@pytest.mark.parametrize("name", INVERTIBLE_CONFIGS)
+@pytest.mark.parametrize(
+    "name", [*INVERTIBLE_CONFIGS, pytest.param("ffjord", marks=pytest.mark.slow)]
+)
 def test_toy_density_integrates_to_one_on_a_grid(name):
     """exp(log p) summed over a fine 2-D grid covering the mass is 1 (Riemann sum)."""
     experiment, state = _toy_model(name)
@@ -75,7 +77,7 @@ def test_glow_actnorm_is_initialised_on_real_training_data():
     "overrides, message",
     [
         ({"model_config.architecture": "planar"}, r"planar and radial flows have no inverse"),
-        ({"model_config.architecture": "nice"}, r"config.model_config.architecture='nice'"),
+        ({"model_config.architecture": "nade"}, r"config.model_config.architecture='nade'"),
         ({"model_config.num_layers": 0}, r"num_layers=0 must be a positive integer"),
         (
             {"model_config.coupling_scale": "exp"},
@@ -90,6 +92,18 @@ def test_glow_actnorm_is_initialised_on_real_training_data():
             r"config.model_config.prior='learned' with .*architecture='realnvp'",
         ),
         ({"model_config.max_log_scale": 0.0}, r"max_log_scale=0.0 must be a positive number"),
+        ({"model_config.tail_bound": -1.0}, r"tail_bound=-1.0 must be a positive number"),
+        ({"model_config.num_bins": 1}, r"num_bins=1 must be an integer >= 2"),
+        ({"model_config.ode_rtol": 0.0}, r"ode_rtol=0.0 must be a positive number"),
+        ({"model_config.ode_atol": -1.0}, r"ode_atol=-1.0 must be a positive number"),
+        (
+            {"model_config.trace_estimator": "skilling"},
+            r"trace_estimator='skilling'.*\('exact', 'gaussian', 'rademacher'\)",
+        ),
+        (
+            {"model_config.spline_form": "flat"},
+            r"spline_form='flat'.*\('coupling', 'autoregressive'\)",
+        ),
         ({"preprocess.dequantize": False}, r"needs config.preprocess.dequantize=True"),
         (
             {
@@ -112,7 +126,7 @@ def test_bad_configs_are_refused_before_any_write(tmp_path, overrides, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["glow", "maf"])  # realnvp: the image run below
+@pytest.mark.parametrize("name", ["glow", "nice", "nsf", "ffjord", "maf"])  # realnvp: below
 def test_toy_config_trains_and_reports_the_entropy_gap(tmp_path, name):
     config = importlib.import_module(f"configs.{name}").get_config("toy,tiny")
     workdir = str(tmp_path / "run")
@@ -187,3 +201,49 @@ def test_model_config_fields_reach_the_bijectors():
     assert len(modules(bijector, TopPrior)) == 1
     tanh = importlib.import_module("configs.glow").get_config("tiny,tanh").model_config
     assert {c.scale for c in modules(build_bijector(tanh, (8, 8, 1)), AffineCoupling)} == {"tanh"}
+
+
+def test_nice_config_is_the_papers_mnist_model():
+    """Four additive odd / even couplings with 5 x 1000 ReLU conditioners, a diagonal scaling
+    layer, the logistic prior, [0, 1] data without a logit (Dinh et al. 2015, Sec. 5); a
+    'logistic' prior reaches the flow's base for any invertible architecture."""
+    from genjax.flows.coupling import AffineCoupling
+    from genjax.flows.flow import StandardLogistic, StandardNormal
+    from genjax.flows.nice import DiagonalScale
+
+    config = importlib.import_module("configs.nice").get_config()
+    assert (config.preprocess.logit_alpha, config.preprocess.scale) == (0.0, "unit")
+    experiment = Experiment(config)
+    flow = experiment.model.flow
+    assert isinstance(flow.base, StandardLogistic)
+    chain = flow.bijector.bijector.bijectors  # Invert(Chain([...])): f, data -> noise
+    couplings, scale = chain[:-1], chain[-1]
+    assert isinstance(scale, DiagonalScale) and len(couplings) == 4
+    assert all(isinstance(c, AffineCoupling) for c in couplings)
+    assert [(c.mask, c.parity, c.coupling) for c in couplings] == [
+        ("alternate", parity, "additive") for parity in (False, True, False, True)
+    ]
+    assert {(c.hidden_features, c.num_hidden_layers) for c in couplings} == {(1000, 5)}
+
+    realnvp = importlib.import_module("configs.realnvp").get_config("tiny")
+    realnvp.model_config.prior = "logistic"
+    assert isinstance(Experiment(realnvp).model.flow.base, StandardLogistic)
+    gaussian = importlib.import_module("configs.nice").get_config("gaussian,tiny")
+    assert isinstance(Experiment(gaussian).model.flow.base, StandardNormal)
+    assert not isinstance(Experiment(gaussian).model.flow.base, StandardLogistic)
+
+
+@pytest.mark.slow
+def test_ffjord_image_run_reports_its_solver_and_evaluates_with_the_exact_trace(tmp_path):
+    """Trained with Hutchinson's estimator on 64-dimensional digits, evaluated exactly."""
+    config = importlib.import_module("configs.ffjord").get_config("image,tiny")
+    assert config.model_config.trace_estimator == "rademacher"
+    results = train_and_evaluate(config, str(tmp_path / "run"))
+    assert results["nll_estimator"] == "exact"
+    assert results["ode_steps_mean"] >= 1
+    assert (results["ode_rtol"], results["ode_atol"]) == (1e-5, 1e-5)
+    assert np.isfinite(results["test_bits_per_dim"])
+    hutchinson = importlib.import_module("configs.ffjord").get_config("image,tiny")
+    hutchinson.dataset = "mnist5k"  # 784 dimensions: above the exact-trace limit
+    model = Experiment(hutchinson).model
+    assert (model.estimator, model.eval_estimator) == ("rademacher", "rademacher")
