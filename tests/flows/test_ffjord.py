@@ -34,7 +34,7 @@ def test_integrated_exact_trace_is_the_log_det_of_the_end_to_end_jacobian(invers
     def end_to_end(v):
         return bijector.apply(params, v[None], inverse=inverse)[0][0]
 
-    jacobians = jax.vmap(jax.jacrev(end_to_end))(X)
+    jacobians = jax.jit(jax.vmap(jax.jacrev(end_to_end)))(X)
     expected = np.linalg.slogdet(np.asarray(jacobians, np.float64))[1]
     _, log_det = bijector.apply(params, X, inverse=inverse)
     np.testing.assert_allclose(log_det, expected, atol=2e-4)
@@ -48,8 +48,10 @@ def test_inverse_undoes_forward_to_the_solver_tolerance_and_reports_its_steps(to
     """The round trip's error is the solver's: it shrinks with rtol = atol; tighter
     tolerances take more steps."""
     bijector, params = _flow(rtol=tolerance, atol=tolerance)
-    (y, log_det), sown = bijector.apply(params, X, mutable=["intermediates"])
-    back, inverse_log_det = bijector.apply(params, y, inverse=True)
+    (y, log_det), sown = jax.jit(lambda p, x: bijector.apply(p, x, mutable=["intermediates"]))(
+        params, X
+    )
+    back, inverse_log_det = jax.jit(lambda p, v: bijector.apply(p, v, inverse=True))(params, y)
     np.testing.assert_allclose(back, X, atol=atol)
     np.testing.assert_allclose(inverse_log_det, -log_det, atol=atol)
     (steps,) = sown["intermediates"]["ode_steps"]

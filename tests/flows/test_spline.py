@@ -94,8 +94,9 @@ def test_linear_tails_are_the_identity_and_zero_raw_outputs_give_the_identity():
 @pytest.mark.parametrize(
     "form, shape",
     [
-        ("coupling", (3, 5)),
-        ("autoregressive", (3, 5)),
+        ("coupling", (2, 3)),
+        ("autoregressive", (2, 3)),
+        pytest.param("autoregressive", (3, 5), marks=pytest.mark.slow),
         pytest.param("coupling", (2, 3, 3, 1), marks=pytest.mark.slow),
         pytest.param("autoregressive", (2, 3, 3, 1), marks=pytest.mark.slow),
         pytest.param("coupling", (3, 2), marks=pytest.mark.slow),
