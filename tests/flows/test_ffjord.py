@@ -13,16 +13,18 @@ X = jnp.array([[0.3, -1.2], [1.5, 0.4], [-0.7, 0.9]])
 
 def _flow(**fields):
     bijector = FFJORD(hidden_features=16, num_hidden_layers=2, **fields)
-    params = bijector.init({"params": jax.random.key(0), "hutchinson": jax.random.key(1)}, X)
+    keys = {"params": jax.random.key(0), "hutchinson": jax.random.key(1)}
+    params = jax.jit(bijector.init)(keys, X)
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda leaf: leaf + 0.5 * rng.normal(size=leaf.shape), params)
     return bijector, params
 
 
+@pytest.mark.slow
 def test_a_fresh_flow_is_the_identity():
     bijector = FFJORD(hidden_features=8, num_hidden_layers=1)
-    params = bijector.init(jax.random.key(0), X)
-    y, log_det = bijector.apply(params, X)
+    params = jax.jit(bijector.init)(jax.random.key(0), X)
+    y, log_det = jax.jit(bijector.apply)(params, X)
     np.testing.assert_allclose(y, X, atol=1e-6)
     np.testing.assert_allclose(log_det, np.zeros(3), atol=1e-6)
 
@@ -42,7 +44,11 @@ def test_integrated_exact_trace_is_the_log_det_of_the_end_to_end_jacobian(invers
 
 
 @pytest.mark.parametrize(
-    "tolerance, atol", [(1e-5, 5e-4), pytest.param(1e-7, 2e-5, marks=pytest.mark.slow)]
+    "tolerance, atol",
+    [
+        pytest.param(1e-5, 5e-4, marks=pytest.mark.slow),
+        pytest.param(1e-7, 2e-5, marks=pytest.mark.slow),
+    ],
 )
 def test_inverse_undoes_forward_to_the_solver_tolerance_and_reports_its_steps(tolerance, atol):
     """The round trip's error is the solver's: it shrinks with rtol = atol; tighter

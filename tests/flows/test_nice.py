@@ -22,7 +22,7 @@ def _perturbed(params, seed=0, scale=0.3):
     "shape, coupling",
     [
         ((3, 5), "additive"),
-        ((2, 4, 4, 1), "additive"),
+        pytest.param((2, 4, 4, 1), "additive", marks=pytest.mark.slow),
         pytest.param((3, 6), "additive", marks=pytest.mark.slow),
         pytest.param((3, 5), "affine", marks=pytest.mark.slow),
         pytest.param((2, 4, 4, 1), "affine", marks=pytest.mark.slow),

@@ -175,7 +175,7 @@ def test_recurrent_lstms_start_with_the_configured_forget_bias():
     config.model_config.update({"forget_bias": 2.5, "hidden_sizes": (8,)})
     spec = DataSpec("t", (4, 3, 1), 10, 10, None, 2, True, (0.0, 1.0))
     model = autoencoder.Autoencoder(config, spec)
-    params, _ = model.init(jax.random.key(0), jnp.zeros((1, 4, 3, 1)))
+    params, _ = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4, 3, 1)))
     for part in ("encoder_0", "decoder_0"):
         cell = params[part]["params"]["OptimizedLSTMCell_0"]
         np.testing.assert_array_equal(cell["hf"]["bias"], np.full(8, 2.5))
