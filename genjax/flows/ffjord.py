@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import diffrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -165,6 +164,9 @@ def integrate(
     """Solves dz/dt = field(z, t, params), d(delta)/dt = tr(d field / dz) from t0 to t1 for a
     batch z0 (B, D) with Dopri5 and a PID step-size controller: returns (z(t1) (B, D),
     delta(t1) (B,), the solver's step count). delta(t1) is log |det dz(t1)/dz(t0)|."""
+    # Imported here, not at the top: diffrax and equinox add ~0.6 s to every process that
+    # imports the model registry, and only FFJORD needs them.
+    import diffrax
 
     def vector_field(t, state, args):
         z, _ = state

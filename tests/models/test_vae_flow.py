@@ -69,7 +69,13 @@ def _pre_flow_log_weights(module, x, noise):
 
 
 @pytest.mark.parametrize(
-    "hidden_sizes, latent_sizes", [(((5, 4),), (3,)), (((5, 4), (3,)), (4, 2))]
+    "hidden_sizes, latent_sizes",
+    [
+        (((5, 4),), (3,)),
+        # The two-stochastic-layer case: 15 s, in the slow set to keep the default suite
+        # under 10 minutes.
+        pytest.param(((5, 4), (3,)), (4, 2), marks=pytest.mark.slow),
+    ],
 )
 def test_without_a_flow_the_log_weights_are_bitwise_unchanged(hidden_sizes, latent_sizes, tmp_path):
     model = _model("none", hidden_sizes, latent_sizes)
