@@ -1,7 +1,7 @@
 """Normalizing flows as a model family (`config.model = 'flow'`).
 
-A `genjax.flows.Flow`: a standard-normal base pushed through a bijector built from
-`model_config.architecture`:
+A `genjax.flows.Flow`: a standard-normal base (or NICE's standard logistic, `prior='logistic'`)
+pushed through a bijector built from `model_config.architecture`:
 
   realnvp  affine couplings (checkerboard and channel masks, squeeze, multi-scale factor-out)
            for images; alternating half masks for flat data (Dinh et al. 2017).
@@ -100,7 +100,7 @@ class FlowModel(GradientModel):
 
     name = "flow"
     main_metric = "train/loss"
-    # The spline fields came with the spline flows; no run saved before them used splines.
+    # The spline and ODE fields came with those flows: no run saved before them used either.
     added_field_defaults = {
         "spline_form": "coupling",
         "num_bins": 8,

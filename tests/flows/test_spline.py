@@ -10,6 +10,8 @@ from genjax.flows import spline
 from tests.flows import checks
 
 BOUND = 3.0
+# Compiled once per shape: op-by-op dispatch of the spline's many small ops costs seconds.
+rq_spline = jax.jit(spline.rational_quadratic_spline, static_argnames=("inverse", "tail_bound"))
 
 
 def _raw(seed, shape, num_bins=5, scale=2.0):
@@ -32,7 +34,7 @@ def test_the_spline_passes_through_its_knots_with_their_derivatives():
     slopes = np.concatenate([[1.0], np.asarray(inner)[0], [1.0]])
 
     def f(x):
-        return spline.rational_quadratic_spline(x[None], widths, heights, derivatives)[0][0]
+        return rq_spline(x[None], widths, heights, derivatives)[0][0]
 
     # Nudged inside the interval so the boundary knots use the spline's own formula.
     positions = np.clip(np.asarray(knots_x)[0], -BOUND + 1e-4, BOUND - 1e-4)
@@ -45,12 +47,12 @@ def test_the_spline_passes_through_its_knots_with_their_derivatives():
 def test_the_spline_is_monotone_with_autodiff_log_derivatives():
     widths, heights, derivatives = _raw(1, (400,))
     x = jnp.linspace(-BOUND - 1.0, BOUND + 1.0, 400)
-    y, log_derivative = spline.rational_quadratic_spline(x, widths, heights, derivatives)
+    y, log_derivative = rq_spline(x, widths, heights, derivatives)
 
     def one(xi, w, h, d):
-        return spline.rational_quadratic_spline(xi[None], w[None], h[None], d[None])[0][0]
+        return rq_spline(xi[None], w[None], h[None], d[None])[0][0]
 
-    grads = jax.vmap(jax.grad(one))(x, widths, heights, derivatives)
+    grads = jax.jit(jax.vmap(jax.grad(one)))(x, widths, heights, derivatives)
     np.testing.assert_allclose(log_derivative, np.log(np.asarray(grads)), atol=1e-4, rtol=1e-4)
     assert np.all(np.asarray(grads) > 0)
 
@@ -63,13 +65,13 @@ def test_the_closed_form_inverse_undoes_the_spline_to_float_precision():
     with jax.enable_x64(True):
         raw64 = [np.asarray(raw, np.float64) for raw in (widths, heights, derivatives)]
         x64 = np.asarray(x, np.float64)
-        y, log_derivative = spline.rational_quadratic_spline(x64, *raw64)
-        back, inverse_log_derivative = spline.rational_quadratic_spline(y, *raw64, inverse=True)
+        y, log_derivative = rq_spline(x64, *raw64)
+        back, inverse_log_derivative = rq_spline(y, *raw64, inverse=True)
         np.testing.assert_allclose(back, x64, atol=1e-9)
         np.testing.assert_allclose(inverse_log_derivative, -log_derivative, atol=1e-9)
-    y, log_derivative = spline.rational_quadratic_spline(x, widths, heights, derivatives)
-    back, _ = spline.rational_quadratic_spline(y, widths, heights, derivatives, inverse=True)
-    again, _ = spline.rational_quadratic_spline(back, widths, heights, derivatives)
+    y, log_derivative = rq_spline(x, widths, heights, derivatives)
+    back, _ = rq_spline(y, widths, heights, derivatives, inverse=True)
+    again, _ = rq_spline(back, widths, heights, derivatives)
     np.testing.assert_allclose(again, y, atol=3e-5)
     slope = np.exp(np.asarray(log_derivative))
     assert np.all(np.abs(np.asarray(back - x)) <= 1e-5 + 3e-5 / slope)
@@ -79,14 +81,12 @@ def test_linear_tails_are_the_identity_and_zero_raw_outputs_give_the_identity():
     widths, heights, derivatives = _raw(3, (6,))
     x = jnp.array([-10.0, -3.5, -3.0, 3.0, 3.2, 50.0])
     for inverse in (False, True):
-        y, log_derivative = spline.rational_quadratic_spline(
-            x, widths, heights, derivatives, inverse=inverse
-        )
+        y, log_derivative = rq_spline(x, widths, heights, derivatives, inverse=inverse)
         np.testing.assert_allclose(y, x, atol=1e-6)
         np.testing.assert_allclose(log_derivative, np.zeros(6), atol=1e-6)
     zeros = [jnp.zeros_like(raw) for raw in (widths, heights, derivatives)]
     inside = jnp.linspace(-2.9, 2.9, 6)
-    y, log_derivative = spline.rational_quadratic_spline(inside, *zeros)
+    y, log_derivative = rq_spline(inside, *zeros)
     np.testing.assert_allclose(y, inside, atol=1e-5)
     np.testing.assert_allclose(log_derivative, np.zeros(6), atol=1e-5)
 
@@ -128,7 +128,7 @@ def test_a_coupling_layer_splines_one_parity_and_sums_their_log_derivatives():
     conditioner = spline.MLPConditioner(8, 1, len(moved) * spline.num_spline_params(4))
     raw = conditioner.apply({"params": params["params"]["MLPConditioner_0"]}, x[:, kept])
     raw = raw.reshape(4, len(moved), -1)
-    expected, log_derivative = spline.rational_quadratic_spline(
+    expected, log_derivative = rq_spline(
         x[:, moved], raw[..., :4], raw[..., 4:8], raw[..., 8:], tail_bound=layer.tail_bound
     )
     np.testing.assert_allclose(np.asarray(y)[:, moved], expected, atol=1e-6)

@@ -98,7 +98,14 @@ def test_bernoulli_component_densities_match_numpy():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("covariance", mixture.COVARIANCES)
+@pytest.mark.parametrize(
+    "covariance",
+    [
+        # 18 s for full covariances: in the slow set to keep the default suite under 10 min.
+        pytest.param(covariance, marks=pytest.mark.slow) if covariance == "full" else covariance
+        for covariance in mixture.COVARIANCES
+    ],
+)
 def test_full_batch_em_matches_scikit_learn_from_the_same_start(covariance):
     """20 EM iterations from one k-means start against scikit-learn's `GaussianMixture` from
     the same start: in float64 the per-example log-likelihoods agree to 1e-9 (the same
