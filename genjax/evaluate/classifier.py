@@ -162,7 +162,12 @@ def _adam_cosine(learning_rate: float, num_steps: int) -> optax.GradientTransfor
 
 
 @functools.partial(
-    jax.jit, static_argnames=("module", "learning_rate", "num_steps"), donate_argnums=0
+    jax.jit,
+    static_argnames=("module", "learning_rate", "num_steps"),
+    donate_argnums=0,
+    # Always LLVM's full optimisation (XLA's default): this step runs thousands of times, and a
+    # process that lowers it for fast compiles (the test suite's -O0) would train 7x slower.
+    compiler_options={"xla_backend_optimization_level": 3},
 )
 def _jitted_train_step(state, batch, augment_key, *, module, learning_rate, num_steps):
     """`train_step` with `_adam_cosine`, compiled once per (module, settings, shapes)."""
